@@ -1,0 +1,32 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Both set up .venv first and
+# are quick the second time (the stamp file changes only when pyproject.toml or constraints.txt do).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install --quiet --constraint constraints.txt
+STAMP := $(VENV)/.installed
+DEMO_DIR := build/demo
+
+.PHONY: setup demo test test-fast clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first, alone: the CPU wheel this machine has, never the CUDA one.
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	test -d $(DEMO_DIR) || $(BIN)/murmurscope synth $(DEMO_DIR) --patients 1 --seed 7
+	$(BIN)/murmurscope info $(DEMO_DIR)
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not integration and not browser"
+
+clean:
+	rm -rf build

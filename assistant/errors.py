@@ -1,0 +1,41 @@
+"""Typed errors whose message is the one line a user sees."""
+
+
+class MurmurScopeError(Exception):
+    """Base class: `str(err)` is a complete one-line message for the user."""
+
+
+class AudioError(MurmurScopeError):
+    """A recording that cannot be used."""
+
+
+class MissingFileError(AudioError):
+    pass
+
+
+class NotAudioError(AudioError):
+    pass
+
+
+class EmptyAudioError(AudioError):
+    pass
+
+
+class TooShortError(AudioError):
+    pass
+
+
+class TooLongError(AudioError):
+    pass
+
+
+class NonFiniteError(AudioError):
+    pass
+
+
+class SilentError(AudioError):
+    pass
+
+
+class DatasetError(MurmurScopeError):
+    """A folder that is not a CirCor layout, or a malformed header or annotation."""

@@ -1,0 +1,1 @@
+"""Batch evaluation of predictors against CirCor labels and published baselines."""

@@ -1,0 +1,1 @@
+"""Training: segmenter emission model, murmur classifier, audio-LLM SFT and export."""

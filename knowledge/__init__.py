@@ -1,0 +1,1 @@
+"""Cardiology guidance corpus, its FAISS index and the retriever."""
