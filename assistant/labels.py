@@ -83,3 +83,6 @@ class Demographics:
     pregnant: bool | None = None
     campaign: str | None = None
     additional_id: str | None = None
+
+# Columns of `murmurscope predict`'s CSV and of every evaluation run's predictions.csv.
+PREDICTION_COLUMNS = ("patient_id", "murmur", "p_present", "p_unknown", "p_absent", *FEATURES)
