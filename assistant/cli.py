@@ -21,6 +21,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+serve_app = typer.Typer(help="Run the servers: the API and the audio-LLM.", no_args_is_help=True)
+
+
+def _register_sub_apps() -> None:
+    # The training and evaluation packages are only imported for their (light) typer apps here;
+    # their heavy imports live inside the commands.
+    from eval.cli import app as eval_app
+    from finetune.cli import app as finetune_app
+    from knowledge.cli import app as index_app
+
+    app.add_typer(finetune_app, name="finetune")
+    app.add_typer(index_app, name="index")
+    app.add_typer(eval_app, name="eval")
+    app.add_typer(serve_app, name="serve")
+
+
+_register_sub_apps()
 out = Console()
 err = Console(stderr=True)
 
