@@ -49,6 +49,10 @@ class Embedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        # The weight-loading bar would turn a one-line CLI error into several lines of stderr.
+        hf_logging.disable_progress_bar()
 
         try:
             self.model = SentenceTransformer(str(self.path), device=config.device, local_files_only=True)

@@ -63,6 +63,13 @@ def _load_or_rebuild_default() -> GuidanceIndex:
     return index
 
 
+def check_query(query: str, k: int = 5) -> None:
+    if not isinstance(query, str) or not query.strip():
+        raise EmptyQueryError("the query is empty; ask a question about murmurs, referral or the CirCor labels")
+    if k < 1:
+        raise KnowledgeError(f"k must be at least 1, not {k}")
+
+
 class Retriever:
     """Embeds a query with the index's own model and returns the k nearest passages."""
 
@@ -85,11 +92,7 @@ class Retriever:
         return cls(index)
 
     def search(self, query: str, k: int = 5) -> list[Passage]:
-        if not isinstance(query, str) or not query.strip():
-            raise EmptyQueryError("the query is empty; ask a question, e.g. 'when should a child's murmur be referred?'"
-                                  )
-        if k < 1:
-            raise KnowledgeError(f"k must be at least 1, not {k}")
+        check_query(query, k)
         vector = self.embedder.encode_query(" ".join(query.split()))
         scores, ids = self.index.search(vector, k)
         passages = []
@@ -100,7 +103,7 @@ class Retriever:
             passages.append(Passage(c.id, c.title, c.section, c.text, c.source, c.url, c.year, float(score)))
         return passages
 
-    def as_tool(self, k: int = 5):
+    def as_tool(self, default_k: int = 5):
         """A LangChain tool "search_guidance": the LLM sees numbered passages with section and source; the
         Passage dicts ride along as the tool message's artifact for the caller to show citations."""
         from langchain_core.tools import StructuredTool, ToolException
@@ -109,9 +112,9 @@ class Retriever:
         class SearchGuidanceInput(BaseModel):
             query: str = Field(description="A question or keywords about heart murmurs, auscultation, referral or "
                                            "echocardiography, or the CirCor labels.")
-            k: int = Field(default=k, ge=1, le=20, description="How many passages to return.")
+            k: int = Field(default=default_k, ge=1, le=20, description="How many passages to return.")
 
-        def search_guidance(query: str, k: int = k) -> tuple[str, list[dict]]:
+        def search_guidance(query: str, k: int = default_k) -> tuple[str, list[dict]]:
             try:
                 passages = self.search(query, k)
             except KnowledgeError as e:
