@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score, roc_auc_score
 
 from assistant.labels import MURMUR_CLASSES
@@ -100,6 +101,64 @@ def bootstrap_interval(
     return float(lo), float(hi)
 
 
+def bootstrap_intervals(
+    statistics: Callable[[np.ndarray], dict[str, float]], n: int, resamples: int = 1000, seed: int = 2022,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float]]:
+    """Like `bootstrap_interval`, for several statistics computed together on each resample."""
+    if n == 0 or resamples <= 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    draws = [statistics(rng.integers(0, n, n)) for _ in range(resamples)]
+    tail = (1 - level) / 2 * 100
+    out = {}
+    for key in draws[0]:
+        values = np.array([d[key] for d in draws], dtype=float)
+        values = values[~np.isnan(values)]
+        out[key] = tuple(float(v) for v in np.percentile(values, [tail, 100 - tail])) if values.size else (
+            float("nan"), float("nan"))
+    return out
+
+
+def _codes(values: Sequence[str | None], classes: Sequence[str]) -> np.ndarray:
+    """Class indices; anything outside `classes` gets len(classes)."""
+    index = {c: i for i, c in enumerate(classes)}
+    return np.array([index.get(v, len(classes)) for v in values], dtype=int)
+
+
+def confusion_stats(t: np.ndarray, p: np.ndarray, k: int, weights: np.ndarray | None = None) -> dict[str, float]:
+    """Accuracy, UAR, macro F1 (and weighted accuracy) from integer codes; the same definitions as the
+    scikit-learn based functions above, fast enough to run on every bootstrap resample."""
+    cm = np.bincount(t * (k + 1) + p, minlength=(k + 1) ** 2).reshape(k + 1, k + 1)[:k]  # rows true
+    support = cm.sum(axis=1)
+    tp = np.diag(cm[:, :k]).astype(float)
+    predicted = cm[:, :k].sum(axis=0)
+    seen_true = support > 0
+    seen = seen_true | (predicted > 0)
+    n = support.sum()
+    out = {
+        "accuracy": float(tp.sum() / n) if n else float("nan"),
+        "uar": float(np.mean(tp[seen_true] / support[seen_true])) if seen_true.any() else float("nan"),
+    }
+    denom = 2 * tp + (predicted - tp) + (support - tp)
+    f1 = np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0)
+    out["macro_f1"] = float(f1[seen].mean()) if seen.any() else float("nan")
+    if weights is not None:
+        total = float((weights * support).sum())
+        out["weighted_accuracy"] = float((weights * tp).sum() / total) if total else float("nan")
+    return out
+
+
+def fast_auroc(positives: np.ndarray, scores: np.ndarray) -> float:
+    """Mann-Whitney AUROC with average ranks for ties (what roc_auc_score computes)."""
+    n_pos = int(positives.sum())
+    n_neg = len(positives) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 @dataclass
 class Scored:
     """A metric with its bootstrap interval."""
@@ -141,8 +200,8 @@ class MurmurMetrics:
         }
 
 
-def _scored(stat: Callable[[np.ndarray], float], n: int, resamples: int, seed: int) -> Scored:
-    return Scored(stat(np.arange(n)), bootstrap_interval(stat, n, resamples, seed))
+def _with_intervals(points: dict[str, float], intervals: dict[str, tuple[float, float]]) -> dict[str, Scored]:
+    return {k: Scored(v, intervals.get(k, (float("nan"), float("nan")))) for k, v in points.items()}
 
 
 def calibration_bins(y_true: Sequence[str], probs: np.ndarray, classes: Sequence[str], bins: int = 10) -> dict:
@@ -171,32 +230,46 @@ def murmur_metrics(
     resamples: int = 1000,
     seed: int = 2022,
 ) -> MurmurMetrics:
-    """Challenge metrics of the murmur decision; `probs` columns follow MURMUR_CLASSES (rows may be NaN)."""
+    """Challenge metrics of the murmur decision; `probs` columns follow MURMUR_CLASSES."""
     classes = MURMUR_CLASSES
     truth = np.asarray(y_true)
     outputs = np.asarray([enforce_murmur_output(p) for p in y_pred])
     n = len(truth)
-    n_invalid = sum(p not in classes for p in y_pred)
-    auroc = auroc_macro = calibration = None
-    if probs is not None and n and not np.isnan(probs).any():
+    points = {
+        "weighted_accuracy": weighted_accuracy(truth, outputs),
+        "accuracy": float(accuracy_score(truth, outputs)) if n else float("nan"),
+        "uar": uar(truth, outputs, classes),
+        "macro_f1": macro_f1(truth, outputs, classes),
+    }
+    auroc = calibration = None
+    t, p = _codes(truth, classes), _codes(outputs, classes)
+    w = np.array([MURMUR_WEIGHTS[c] for c in classes])
+    has_probs = probs is not None and n and not np.isnan(probs).any()
+    if has_probs:
         auroc = ovr_auroc(truth, probs, classes)
-
-        def macro_auc(i: np.ndarray) -> float:
-            values = [v for v in ovr_auroc(truth[i], probs[i], classes).values() if not np.isnan(v)]
-            return float(np.mean(values)) if values else float("nan")
-
-        auroc_macro = _scored(macro_auc, n, resamples, seed)
+        defined = [v for v in auroc.values() if not np.isnan(v)]
+        points["auroc_macro"] = float(np.mean(defined)) if defined else float("nan")
         calibration = calibration_bins(truth, probs, classes)
+
+    def stats(i: np.ndarray) -> dict[str, float]:
+        out = confusion_stats(t[i], p[i], len(classes), w)
+        if has_probs:
+            values = [fast_auroc(t[i] == k, probs[i, k]) for k in range(len(classes))]
+            values = [v for v in values if not np.isnan(v)]
+            out["auroc_macro"] = float(np.mean(values)) if values else float("nan")
+        return out
+
+    scored = _with_intervals(points, bootstrap_intervals(stats, n, resamples, seed))
     return MurmurMetrics(
         n=n,
-        n_invalid=n_invalid,
-        weighted_accuracy=_scored(lambda i: weighted_accuracy(truth[i], outputs[i]), n, resamples, seed),
-        accuracy=_scored(lambda i: float(accuracy_score(truth[i], outputs[i])), n, resamples, seed),
-        uar=_scored(lambda i: uar(truth[i], outputs[i], classes), n, resamples, seed),
-        macro_f1=_scored(lambda i: macro_f1(truth[i], outputs[i], classes), n, resamples, seed),
+        n_invalid=sum(x not in classes for x in y_pred),
+        weighted_accuracy=scored["weighted_accuracy"],
+        accuracy=scored["accuracy"],
+        uar=scored["uar"],
+        macro_f1=scored["macro_f1"],
         recall=class_recalls(truth, outputs, classes),
         auroc=auroc,
-        auroc_macro=auroc_macro,
+        auroc_macro=scored.get("auroc_macro"),
         confusion=confusion_matrix(truth, outputs, labels=list(classes)).tolist() if n else [],
         calibration=calibration,
     )
@@ -244,14 +317,21 @@ def feature_metrics(
     n = len(truth)
     labels = list(vocabulary) + ([NO_ANSWER] if (outputs == NO_ANSWER).any() else [])
     majority = np.asarray([majority_label or NO_ANSWER] * n, dtype=object)
+    points = {
+        "accuracy": float(accuracy_score(truth, outputs)) if n else float("nan"),
+        "uar": uar(truth, outputs, vocabulary),
+        "macro_f1": macro_f1(truth, outputs, vocabulary),
+    }
+    t, p = _codes(truth, vocabulary), _codes(outputs, vocabulary)
+    scored = _with_intervals(points, bootstrap_intervals(
+        lambda i: confusion_stats(t[i], p[i], len(vocabulary)), n, resamples, seed))
     return FeatureMetrics(
         feature=feature,
         n=n,
         n_unanswered=int((outputs == NO_ANSWER).sum()),
-        accuracy=_scored(lambda i: float(accuracy_score(truth[i], outputs[i])) if n else float("nan"), n, resamples,
-                         seed),
-        uar=_scored(lambda i: uar(truth[i], outputs[i], vocabulary), n, resamples, seed),
-        macro_f1=_scored(lambda i: macro_f1(truth[i], outputs[i], vocabulary), n, resamples, seed),
+        accuracy=scored["accuracy"],
+        uar=scored["uar"],
+        macro_f1=scored["macro_f1"],
         majority_label=majority_label,
         majority_accuracy=float(accuracy_score(truth, majority)) if n else float("nan"),
         majority_uar=uar(truth, majority, vocabulary) if n else float("nan"),
@@ -284,11 +364,6 @@ class BinaryMetrics:
         }
 
 
-def _recall_of(truth: np.ndarray, outputs: np.ndarray, cls: str) -> float:
-    mask = truth == cls
-    return float((outputs[mask] == cls).mean()) if mask.any() else float("nan")
-
-
 def binary_metrics(
     y_true: Sequence[str],
     y_pred: Sequence[str],
@@ -298,17 +373,30 @@ def binary_metrics(
     seed: int = 2022,
 ) -> BinaryMetrics:
     """UAR, sensitivity and specificity of abnormal/normal decisions; `scores` are P(abnormal)."""
+    classes = ("abnormal", "normal")
     truth, outputs = np.asarray(y_true), np.asarray(y_pred)
     n = len(truth)
     auroc = None
     if scores is not None and n and not np.isnan(scores).any() and 0 < (truth == "abnormal").sum() < n:
         auroc = float(roc_auc_score(truth == "abnormal", scores))
+    recalls = class_recalls(truth, outputs, classes)
+    points = {"uar": uar(truth, outputs, classes), "sensitivity": recalls["abnormal"],
+              "specificity": recalls["normal"]}
+    t, p = _codes(truth, classes), _codes(outputs, classes)
+
+    def stats(i: np.ndarray) -> dict[str, float]:
+        ti, pi = t[i], p[i]
+        sens = float((pi[ti == 0] == 0).mean()) if (ti == 0).any() else float("nan")
+        spec = float((pi[ti == 1] == 1).mean()) if (ti == 1).any() else float("nan")
+        return {"uar": confusion_stats(ti, pi, 2)["uar"], "sensitivity": sens, "specificity": spec}
+
+    scored = _with_intervals(points, bootstrap_intervals(stats, n, resamples, seed))
     return BinaryMetrics(
         n=n,
-        uar=_scored(lambda i: uar(truth[i], outputs[i], ("abnormal", "normal")), n, resamples, seed),
-        sensitivity=_scored(lambda i: _recall_of(truth[i], outputs[i], "abnormal"), n, resamples, seed),
-        specificity=_scored(lambda i: _recall_of(truth[i], outputs[i], "normal"), n, resamples, seed),
+        uar=scored["uar"],
+        sensitivity=scored["sensitivity"],
+        specificity=scored["specificity"],
         auroc=auroc,
-        confusion=confusion_matrix(truth, outputs, labels=["abnormal", "normal"]).tolist() if n else [],
+        confusion=confusion_matrix(truth, outputs, labels=list(classes)).tolist() if n else [],
         unknown_outputs=unknown_outputs,
     )

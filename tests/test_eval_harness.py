@@ -173,3 +173,16 @@ def test_cli_run_and_compare(circor_root, truth_csv, tmp_path):
     assert wacc["delta"] == pytest.approx(39 / 50)
     assert json.loads(cmp.stdout)["same_patients"] is True
     assert _cli("eval", "compare", str(a), str(tmp_path)).returncode != 0
+
+
+@pytest.mark.realdata
+def test_majority_on_circor_dev_validation_split(circor_dev, tmp_path):
+    from collections import Counter
+
+    result = run(RunConfig(circor_dev, "majority", tmp_path / "dev", bootstrap=100, progress=False))
+    counts = Counter(result.evalset.by_id()[i].labels.murmur for i in result.evalset.selected)
+    assert len(result.outputs) == len(result.evalset.selected) == sum(counts.values())
+    assert {o.murmur for o in result.outputs} == {"Absent"}  # the training side's majority
+    wacc = counts["Absent"] / (5 * counts["Present"] + 3 * counts["Unknown"] + counts["Absent"])
+    assert result.metrics["murmur"]["weighted_accuracy"]["value"] == pytest.approx(wacc)
+    assert result.metrics["features"]["systolic_timing"]["n"] == counts["Present"]

@@ -115,3 +115,22 @@ def test_bootstrap_is_seeded_and_brackets_the_mean():
     b = bootstrap_interval(lambda i: float(x[i].mean()), 100, resamples=500, seed=1)
     assert a == b and a[0] < 0.5 < a[1] and a[1] - a[0] < 0.3
     assert all(math.isnan(v) for v in bootstrap_interval(lambda i: 0.0, 0))
+
+
+def test_fast_bootstrap_statistics_match_scikit_learn():
+    from eval.metrics import MURMUR_WEIGHTS, _codes, confusion_stats, fast_auroc, macro_f1, uar
+
+    classes = ("Present", "Unknown", "Absent")
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        truth = list(rng.choice(classes, 40, p=[0.3, 0.1, 0.6]))
+        pred = [enforce_murmur_output(x) for x in rng.choice([*classes, "junk"], 40)]
+        fast = confusion_stats(_codes(truth, classes), _codes(pred, classes), 3,
+                               np.array([MURMUR_WEIGHTS[c] for c in classes]))
+        assert fast["weighted_accuracy"] == pytest.approx(weighted_accuracy(truth, pred))
+        assert fast["uar"] == pytest.approx(uar(truth, pred, classes))
+        assert fast["macro_f1"] == pytest.approx(macro_f1(truth, pred, classes))
+        scores = rng.random((40, 3)).round(1)  # rounded: ties must be ranked as scikit-learn does
+        slow = ovr_auroc(truth, scores, classes)
+        for k, c in enumerate(classes):
+            assert fast_auroc(np.asarray(truth) == c, scores[:, k]) == pytest.approx(slow[c], nan_ok=True)
