@@ -89,8 +89,10 @@ def compare_command(
     if not c.same_patients:
         console.print("[yellow]note:[/yellow] the runs scored different patients; differences are not paired")
     table = Table(title=f"A = {c.a}   B = {c.b}")
-    for col in ("metric", "A", "B", "B - A"):
+    for col in ("metric", "A", "B", "B - A", "paired 95% CI of B - A"):
         table.add_column(col)
     for metric, a, b, d in c.rows:
-        table.add_row(metric, _fmt(a), _fmt(b), "—" if d is None else f"{d:+.3f}")
+        ci = c.paired.get(metric)
+        table.add_row(metric, _fmt(a), _fmt(b), "—" if d is None else f"{d:+.3f}",
+                      f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "—")
     console.print(table)

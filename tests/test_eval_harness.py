@@ -172,6 +172,8 @@ def test_cli_run_and_compare(circor_root, truth_csv, tmp_path):
     assert wacc["a"] == pytest.approx(10 / 50) and wacc["b"] == pytest.approx(49 / 50)
     assert wacc["delta"] == pytest.approx(39 / 50)
     assert json.loads(cmp.stdout)["same_patients"] is True
+    lo, hi = wacc["delta_ci95"]  # paired over the same resampled patients
+    assert lo <= 39 / 50 <= hi and lo > 0
     assert _cli("eval", "compare", str(a), str(tmp_path)).returncode != 0
 
 
