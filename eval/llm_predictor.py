@@ -1,8 +1,9 @@
 """The served audio-LLM as a predictor: every feature question on every recording, answers voted per patient.
 
-The model hears one recording per request, so each question is asked of each of the patient's recordings
-and the valid answers are put to a majority vote (ties go to the vocabulary's order). Unparseable answers
-take no part in the vote; a feature with no valid answer at all is scored as wrong.
+The model hears one recording per request, so each question of `assistant.murmur_questions` (murmur
+presence and the 11 features) is asked of each of the patient's recordings and the valid answers are put
+to a majority vote (ties go to the vocabulary's order). Unparseable and "no such murmur" answers take no
+part in the vote; a feature with no valid answer at all is scored as wrong.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from assistant.labels import FEATURES, MURMUR_CLASSES
 from eval.predictors import PatientOutput, PredictorError
 
 
-def vote(labels: list[str | None], vocabulary: tuple[str, ...]) -> str | None:
+def vote(labels: list[str], vocabulary: tuple[str, ...]) -> str | None:
     counts = Counter(x for x in labels if x in vocabulary)
     if not counts:
         return None
@@ -34,12 +35,15 @@ def served_models(endpoint: str, api_key: str = "EMPTY", timeout: float = 5.0) -
         raise PredictorError(f"cannot reach the audio-LLM endpoint {endpoint} ({type(e).__name__}: {e})") from e
 
 
-def asked_features() -> tuple[str, ...]:
-    """The murmur question (when the question set has one) and the 11 feature questions."""
-    from assistant import murmur_questions
+def combine(patient_id: str, labels: dict[str, list[str]], answers: dict[str, list[str]]) -> PatientOutput:
+    """One patient's output from the parsed answers of all its recordings (labels per question feature).
 
-    questions = getattr(murmur_questions, "QUESTIONS", {})
-    return tuple(f for f in ("murmur", *FEATURES) if not questions or f in questions)
+    "nan" (the model says there is no such murmur) and "unparseable" are not labels of the vocabulary, so
+    they take no part in the vote.
+    """
+    features = {name: vote(labels.get(name, []), vocab) for name, vocab in FEATURES.items()}
+    murmur = vote(labels.get("murmur", []), MURMUR_CLASSES)
+    return PatientOutput(patient_id, murmur, None, features, answers)
 
 
 class AudioLLMPredictor:
@@ -70,15 +74,14 @@ class AudioLLMPredictor:
 
     def predict(self, patient: Patient) -> PatientOutput:
         from assistant.audio_llm import ask_feature
+        from assistant.murmur_questions import QUESTION_FEATURES
 
-        labels: dict[str, list[str | None]] = {}
+        labels: dict[str, list[str]] = {}
         answers: dict[str, list[str]] = {}
         for ref in patient.recordings:
             recording = ref.load()
-            for feature in asked_features():
+            for feature in QUESTION_FEATURES:
                 answer = ask_feature(recording, feature, self.config)
-                labels.setdefault(feature, []).append(None if answer.label == "unparseable" else answer.label)
+                labels.setdefault(feature, []).append(answer.label)
                 answers.setdefault(feature, []).append(answer.raw)
-        features = {name: vote(labels.get(name, []), vocab) for name, vocab in FEATURES.items()}
-        murmur = vote(labels.get("murmur", []), MURMUR_CLASSES)
-        return PatientOutput(patient.patient_id, murmur, None, features, answers)
+        return combine(patient.patient_id, labels, answers)

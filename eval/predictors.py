@@ -67,7 +67,7 @@ def _most_common(values: Iterable[str | None], order: tuple[str, ...]) -> str | 
     if not counts:
         return None
     # Ties go to the vocabulary's order, so the result does not depend on iteration order.
-    return max(order, key=lambda c: (counts.get(c, 0), -order.index(c))) if counts else None
+    return max(order, key=lambda c: (counts.get(c, 0), -order.index(c)))
 
 
 class MajorityPredictor:
