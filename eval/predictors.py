@@ -106,6 +106,15 @@ def _float(value: str | None) -> float | None:
         return None
 
 
+def _canonical(value: str | None, vocabulary: tuple[str, ...]) -> str | None:
+    """CirCor's spelling of `value`, matched without regard to case as the Challenge's scorer does.
+
+    Anything else is kept as written, so an invalid murmur output stays invalid (and counts as Present).
+    """
+    value = (value or "").strip()
+    return next((v for v in vocabulary if v.casefold() == value.casefold()), value or None)
+
+
 class CsvPredictor:
     """Replays a predictions CSV in PREDICTION_COLUMNS (only patient_id and murmur are required)."""
 
@@ -133,8 +142,8 @@ class CsvPredictor:
         if row is None:  # scored as an output with no valid class
             return PatientOutput(patient.patient_id, None)
         probs = {c: _float(row.get(col)) for c, col in PROB_COLUMNS.items()}
-        murmur = (row.get("murmur") or "").strip() or None
-        features = {name: (row.get(name) or "").strip() or None for name in FEATURES}
+        murmur = _canonical(row.get("murmur"), MURMUR_CLASSES)
+        features = {name: _canonical(row.get(name), vocab) for name, vocab in FEATURES.items()}
         return PatientOutput(patient.patient_id, murmur,
                              probs if all(v is not None for v in probs.values()) else None, features)
 
