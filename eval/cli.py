@@ -45,3 +45,90 @@ def retrieval(
     Console().print(table)
     for miss in result.misses:
         Console().print(f"[yellow]miss[/yellow] {miss['question']} -> {', '.join(miss['got'])}", highlight=False)
+
+@app.command("run")
+def run_command(
+    circor_root: Annotated[Path, typer.Option("--circor-root", "--data-root",
+                                              help="A labelled CirCor-layout folder, or a PhysioNet 2016 folder "
+                                                   "(REFERENCE.csv).")],
+    predictor: Annotated[str, typer.Option(help="classifier, audio-llm, majority or csv:PATH.")],
+    out: Annotated[Path, typer.Option(help="Run folder (created; an existing one is only resumed, never "
+                                           "overwritten).")],
+    split: Annotated[str | None, typer.Option(help="val (CirCor default: the project split), train or all.")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="audio-llm: OpenAI-compatible base URL, e.g. "
+                                                      "http://127.0.0.1:8000/v1.")] = None,
+    model: Annotated[str | None, typer.Option(help="audio-llm: served model name (default: the first served).")] = None,
+    workers: Annotated[int, typer.Option(help="Patients predicted in parallel.")] = 2,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 2022,
+    unknown_as: Annotated[str, typer.Option(help="PhysioNet 2016: how an Unknown murmur output is scored "
+                                                 "(abnormal or normal).")] = "abnormal",
+    batch_out: Annotated[Path | None, typer.Option(help="audio-llm: write a `vllm run-batch` input JSONL and "
+                                                        "stop.")] = None,
+    batch_in: Annotated[Path | None, typer.Option(help="audio-llm: score a `vllm run-batch` output JSONL instead "
+                                                       "of calling the endpoint.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Predict every patient (cached, resumable, parallel), score and write the report to --out."""
+    from rich.console import Console
+
+    from eval.runner import RunConfig, run
+
+    console = Console()
+    config = RunConfig(circor_root, predictor, out, split, endpoint, model, workers, bootstrap, seed, unknown_as,
+                       progress)
+    if batch_out is not None or batch_in is not None:
+        from eval.batch import run_batch
+
+        message = run_batch(config, batch_out, batch_in)
+        console.print(message)
+        return
+    result = run(config)
+    console.print(f"{result.predicted} patients predicted, {result.resumed} from the cache; report in {out}/report.md")
+    _print_headline(console, result.metrics)
+
+
+def _print_headline(console, metrics: dict) -> None:
+    from eval.report import _ci
+
+    if "murmur" in metrics:
+        m = metrics["murmur"]
+        console.print(f"murmur: W.acc {_ci(m['weighted_accuracy'])}  UAR {_ci(m['uar'])}  "
+                      f"macro-F1 {_ci(m['macro_f1'])}" + (f"  AUROC {_ci(m['auroc_macro'])}" if m["auroc"] else ""),
+                      highlight=False)
+    if "binary" in metrics:
+        b = metrics["binary"]
+        console.print(f"2016: UAR {_ci(b['uar'])}  sensitivity {_ci(b['sensitivity'])}  "
+                      f"specificity {_ci(b['specificity'])}", highlight=False)
+
+
+@app.command("compare")
+def compare_command(
+    run_a: Annotated[Path, typer.Argument(help="First run folder.")],
+    run_b: Annotated[Path, typer.Argument(help="Second run folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Two runs' metrics side by side with the difference B - A."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from eval.compare import compare_runs
+    from eval.report import _fmt
+
+    c = compare_runs(run_a, run_b)
+    if as_json:
+        print(json.dumps(c.to_dict(), indent=2))
+        return
+    console = Console()
+    if not c.same_patients:
+        console.print("[yellow]note:[/yellow] the runs scored different patients; differences are not paired")
+    table = Table(title=f"A = {c.a}   B = {c.b}")
+    for col in ("metric", "A", "B", "B - A", "paired 95% CI of B - A"):
+        table.add_column(col)
+    for metric, a, b, d in c.rows:
+        ci = c.paired.get(metric)
+        table.add_row(metric, _fmt(a), _fmt(b), "—" if d is None else f"{d:+.3f}",
+                      f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "—")
+    console.print(table)
