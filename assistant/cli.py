@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -115,3 +115,22 @@ def synth(
     written = write_circor_folder(out_dir, n_patients=patients, seed=seed, suffix=suffix, duration=duration,
                                   with_labels=labels)
     out.print(f"wrote {len(written)} synthetic patients to {out_dir}")
+
+
+@app.command()
+def segment(
+    path: Annotated[Path, typer.Argument(help="An audio file, or a folder of recordings.")],
+    out: Annotated[Optional[Path], typer.Option(help="File: the .tsv to write. Folder: a folder for NAME.tsv.")] = None,
+    plot: Annotated[bool, typer.Option("--plot", help="Also write a PNG, states shaded.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")] = False,
+    emission: Annotated[Optional[str], typer.Option(help="neural or logistic (default: shipped).")] = None,
+) -> None:
+    """Heart cycles (S1, systole, S2, diastole), heart rate and quality of a recording or a folder."""
+    from assistant.segment_cli import segment_file, segment_folder
+
+    if emission not in (None, "neural", "logistic"):
+        raise MurmurScopeError(f"--emission must be neural or logistic, not {emission!r}")
+    if path.is_dir():
+        segment_folder(path, out, plot=plot, force=force, emission=emission, console=Console())
+    else:
+        segment_file(path, out, plot=plot, force=force, emission=emission, console=Console())
