@@ -191,3 +191,39 @@ def chat(
             break
         if text:
             out.print(Markdown(consultation.ask(conversation, text).text))
+
+
+@serve_app.command("api")
+def serve_api(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    api_key: Annotated[str | None, typer.Option(envvar="MURMURSCOPE_API_KEY", help="Require this bearer key.")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest request body.")] = 25.0,
+    allow_remote_audio: Annotated[bool, typer.Option(help="Fetch http(s) audio URLs.")] = False,
+    allowed_local_audio_dir: Annotated[Path | None, typer.Option(help="Allow file:// audio under this folder.")] = None,
+    upload_dir: Annotated[Path | None, typer.Option(help="Where uploads are decoded (then deleted).")] = None,
+    model_name: Annotated[str, typer.Option(help="The model id clients ask for.")] = "murmurscope",
+    chat_base_url: Annotated[str | None, typer.Option(help="Chat endpoint (env MURMURSCOPE_CHAT_BASE_URL).")] = None,
+    chat_model: Annotated[str | None, typer.Option(help="Chat model name (env MURMURSCOPE_CHAT_MODEL).")] = None,
+    chat_api_key: Annotated[str | None, typer.Option(help="Chat model key (env MURMURSCOPE_CHAT_API_KEY).")] = None,
+    audio_llm_url: Annotated[str | None, typer.Option(help="Served audio-LLM (enables ask_audio_llm).")] = None,
+    audio_llm_model: Annotated[str, typer.Option(help="Audio-LLM model name.")] = "murmurscope-audio",
+) -> None:
+    """The OpenAI-compatible consultation API (FastAPI + uvicorn)."""
+    import uvicorn
+
+    from assistant.agent import ChatModelConfig
+    from assistant.api import APIConfig, create_app
+    from assistant.audio_llm import AudioLLMConfig
+    from assistant.consultation import Consultation
+    from assistant.findings import Analyzer
+
+    config = APIConfig(host=host, port=port, api_key=api_key, max_upload_mb=max_upload_mb,
+                       allow_remote_audio=allow_remote_audio, allowed_local_audio_dir=allowed_local_audio_dir,
+                       upload_dir=upload_dir, model_name=model_name)
+    chat_cfg = ChatModelConfig.from_env(base_url=chat_base_url, model=chat_model, api_key=chat_api_key)
+    audio_llm = AudioLLMConfig(base_url=audio_llm_url, model=audio_llm_model) if audio_llm_url else None
+    consultation = Consultation(Analyzer.load(), chat_cfg.chat_model(), audio_llm, chat_url=chat_cfg.base_url)
+    err.print(f"MurmurScope API on http://{host}:{port}/v1 (chat model: {chat_cfg.base_url or 'none, findings only'})")
+    # No access log: it would record client addresses.
+    uvicorn.run(create_app(consultation, config), host=host, port=port, access_log=False, log_level="info")
