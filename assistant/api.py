@@ -12,9 +12,7 @@ import base64
 import binascii
 import hmac
 import logging
-import os
 import re
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,7 +26,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from assistant.audio import SITES, AudioLimits, Recording, load_recording
+from assistant.audio import SITES, Recording, load_recording
 from assistant.consultation import Consultation
 from assistant.errors import AudioError, MurmurScopeError, NotAudioError
 from assistant.findings import Findings
@@ -49,6 +47,7 @@ from assistant.protocol import (
     StreamChoice,
     TextPart,
 )
+from assistant.uploads import anonymous, decode_upload
 
 log = logging.getLogger("murmurscope.api")
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -125,7 +124,7 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
 
     @app.exception_handler(MurmurScopeError)
     async def _user_error(request: Request, exc: MurmurScopeError):
-        return error_response(415 if isinstance(exc, NotAudioError) else 400, _anonymous(str(exc)))
+        return error_response(415 if isinstance(exc, NotAudioError) else 400, anonymous(str(exc)))
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):
@@ -279,24 +278,8 @@ def _decode_url(part: AudioURLPart, config: APIConfig, where: str) -> Recording:
 
 
 def _decode(data: bytes, suffix: str, site: str | None, config: APIConfig, where: str) -> Recording:
-    """Decode uploaded bytes through a temporary file that is deleted before returning."""
-    if not data:
-        raise APIError(400, "empty audio", where)
-    if suffix not in (".wav", ".flac", ".ogg", ".mp3"):
-        suffix = ".wav"
-    fd, name = tempfile.mkstemp(suffix=suffix, dir=config.upload_dir)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        rec = load_recording(name, site=site, limits=AudioLimits())
+        return decode_upload(data, suffix, site, config.upload_dir)
     except AudioError as e:
-        raise APIError(415 if isinstance(e, NotAudioError) else 400, f"{where}: {_anonymous(str(e))}", where) from None
-    finally:
-        os.unlink(name)
-    # The temporary name is not the user's: keep nothing that points at it.
-    return Recording(rec.samples, rec.rate, site=site, patient_id=None, source="<upload>")
-
-
-def _anonymous(message: str) -> str:
-    """Errors name the input by position, never by server path."""
-    return re.sub(r"(/[^\s:]+)+", "<upload>", message)
+        status = 415 if isinstance(e, NotAudioError) else 400
+        raise APIError(status, f"{where}: {anonymous(str(e))}", where) from None
