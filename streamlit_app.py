@@ -72,10 +72,19 @@ def show_findings() -> None:
     cols[-1].metric("signal quality", f"{f.signal_quality:.2f}")
     for w in f.warnings:
         st.warning(w)
-    fig, ax = plt.subplots(figsize=(6, 1.6), constrained_layout=True)
+    left, right = st.columns([2, 3])
+    fig, ax = plt.subplots(figsize=(5, 1.8), constrained_layout=True)
     draw_probabilities(ax, f.probabilities, "murmur probabilities")
-    st.pyplot(fig)
+    left.pyplot(fig)
     plt.close(fig)
+    rows = [{"feature": name.replace("_", " "), "value": ft.label,
+             "probability": round(ft.probabilities.get(ft.label, 0.0), 2) if ft.label else None,
+             "confidence": "low" if ft.low_confidence else "ok"} for name, ft in f.features.items() if ft.label]
+    if f.murmur == "Present" and rows:
+        right.markdown("**Murmur features**")
+        right.dataframe(rows, hide_index=True)
+    else:
+        right.markdown("No murmur features: the murmur call is not *Present*.")
     tabs = st.tabs([f"{r.id} · {r.site or '?'} · {name}" for r, name in zip(f.recordings, st.session_state.names)])
     for tab, rec, rf in zip(tabs, st.session_state.recordings, f.recordings):
         with tab:
@@ -86,12 +95,6 @@ def show_findings() -> None:
             fig = recording_figure(rec, s)
             st.pyplot(fig)
             plt.close(fig)
-    rows = [{"feature": name.replace("_", " "), "value": ft.label,
-             "probability": round(ft.probabilities.get(ft.label, 0.0), 2) if ft.label else None,
-             "confidence": "low" if ft.low_confidence else "ok"} for name, ft in f.features.items()]
-    if f.murmur == "Present":
-        st.markdown("**Murmur features**")
-        st.dataframe(rows, hide_index=True)
     if f.guidance:
         with st.expander("Guidance", expanded=False):
             for k, p in enumerate(f.guidance, 1):
