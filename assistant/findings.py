@@ -69,8 +69,7 @@ class GuidancePassage(BaseModel):
                    year=p.year, score=float(p.score))
 
     def citation(self) -> str:
-        year = f", {self.year}" if self.year else ""
-        return f"{self.source}{year}: {self.title} — {self.section}"
+        return f"{self.title} — {self.section}. Source: {self.source}"
 
 
 class Findings(BaseModel):
