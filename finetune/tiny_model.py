@@ -46,7 +46,8 @@ AUDIO, AUDIO_BOS, AUDIO_EOS = "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"
 SPECIAL_TOKENS = (ENDOFTEXT, IM_START, IM_END, AUDIO, AUDIO_BOS, AUDIO_EOS)
 # Qwen2's pre-tokenisation regex (from Qwen's tokenization_qwen.py) for the tiktoken ranks.
 QWEN_PATTERN = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
 )
 
 
@@ -64,6 +65,9 @@ class TinyModelConfig:
     audio_layers: int = 2
     heads: int = 2  # head dimension = hidden_size / heads = 64
     audio_hidden_size: int = 128
+    # Qwen2-Audio hears 30 s windows, and vLLM insists on them; shorter windows (a valid Qwen2-Audio
+    # config that transformers runs) make the from-scratch learning check affordable on CPU.
+    window_seconds: int = 30
     seed: int = 0
 
 
@@ -121,11 +125,12 @@ def qwen_tokenizer():
     )
 
 
-def build_processor(tokenizer):
+def build_processor(tokenizer, window_seconds: int = 30):
     from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
 
     # Qwen2-Audio's feature extractor: 128 mel bins, 16 kHz, 30 s windows.
-    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16_000, hop_length=160, chunk_length=30, n_fft=400)
+    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16_000, hop_length=160,
+                                 chunk_length=window_seconds, n_fft=400)
     tokenizer.chat_template = CHAT_TEMPLATE
     return Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
 
@@ -140,7 +145,7 @@ def build_tiny_model(config: TinyModelConfig):
     if config.hidden_size % config.heads or config.hidden_size // config.heads not in (32, 64, 80, 96, 112, 128):
         raise TinyModelError("hidden_size / heads must be a head size vLLM's CPU attention supports (e.g. 64)")
     tokenizer = bpe_tokenizer(config.bpe_size) if config.vocabulary == "bpe" else qwen_tokenizer()
-    processor = build_processor(tokenizer)
+    processor = build_processor(tokenizer, config.window_seconds)
     vocab = -(-len(tokenizer) // 64) * 64
     head_dim = config.hidden_size // config.heads
     cfg = Qwen2AudioConfig(
@@ -151,7 +156,7 @@ def build_tiny_model(config: TinyModelConfig):
             "encoder_attention_heads": max(1, config.audio_hidden_size // 64),
             "encoder_ffn_dim": 2 * config.audio_hidden_size,
             "d_model": config.audio_hidden_size,
-            "max_source_positions": 1500,
+            "max_source_positions": config.window_seconds * 50,  # 100 mel frames/s, stride 2
         },
         text_config={
             "model_type": "qwen2",
