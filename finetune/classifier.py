@@ -4,7 +4,7 @@ Stages, all on the project split (validation patients are never trained on):
 1. log-mel of every recording, cached under `cache_dir` (keyed by the front-end and the file list);
 2. the CNN encoder, trained on random crops with recording-level labels (Present where the site is
    among the patient's murmur locations, Absent elsewhere, Unknown for Unknown patients), early
-   stopping on validation weighted accuracy with the Niizumi rule; skipped for a frozen M2D encoder;
+   stopping on the class-weighted validation loss; skipped for a frozen M2D encoder;
 3. clip embeddings of every recording: the whole recording plus `views` random sub-windows, which
    serve as data augmentation for the heads;
 4. the multi-site head, early stopping on validation weighted accuracy; temperatures fitted on validation;
@@ -47,11 +47,11 @@ class ClassifierTrainConfig:
     encoder: str = "cnn"
     m2d_checkpoint: Path | None = None
     crop_seconds: float = 3.0
-    crops_per_recording: int = 1
-    encoder_epochs: int = 25
+    crops_per_recording: int = 2
+    encoder_epochs: int = 30
     encoder_patience: int = 6
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 2e-3
     head_epochs: int = 200
     head_patience: int = 40
     head_lr: float = 3e-4
@@ -174,7 +174,7 @@ def train_encoder(data: Data, mels: list[np.ndarray | None], log: dict) -> CNNEn
     weights = _class_weights(np.array([data.items[i].label for i in train]), len(MURMUR_CLASSES))
     labels = {p.patient_id: p.labels.murmur for p in data.patients}
     frames = int(c.crop_seconds * c.cnn.mel.frames_per_second)
-    best, best_state, stale, history = -1.0, None, 0, []
+    best, best_state, stale, history = float("inf"), None, 0, []
     bar = tqdm(range(c.encoder_epochs), desc="encoder", disable=not c.progress)
     for epoch in bar:
         encoder.train(), classifier.train()
@@ -194,22 +194,27 @@ def train_encoder(data: Data, mels: list[np.ndarray | None], log: dict) -> CNNEn
         sched.step()
         encoder.eval(), classifier.eval()
         with torch.inference_mode():
-            probs = [classifier(encoder.frames_from_mel(torch.from_numpy(mels[i].astype(np.float32))[None]).mean(1))
-                     [0].softmax(-1).numpy() for i in val]
-        calls = _patient_calls([data.items[i] for i in val], probs)
+            logits = torch.cat([classifier(encoder.frames_from_mel(torch.from_numpy(mels[i].astype(np.float32))[None])
+                                           .mean(1)) for i in val])
+        y_val = torch.tensor([data.items[i].label for i in val])
+        val_loss = nn.functional.cross_entropy(logits, y_val, weight=weights).item()
+        calls = _patient_calls([data.items[i] for i in val], list(logits.softmax(-1).numpy()))
         truth = [labels[pid] for pid in calls]
         wa, ur = weighted_accuracy(truth, list(calls.values())), uar(truth, list(calls.values()))
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_wa": wa, "val_uar": ur})
-        bar.set_postfix(loss=f"{np.mean(losses):.3f}", wa=f"{wa:.3f}", uar=f"{ur:.3f}")
-        if wa > best:
-            best, stale = wa, 0
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_loss": val_loss, "val_wa_niizumi": wa,
+                        "val_uar_niizumi": ur})
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_loss=f"{val_loss:.3f}", wa=f"{wa:.3f}")
+        # The encoder stops on the class-weighted validation loss: the patient-level weighted accuracy
+        # of a recording classifier swings with a few threshold crossings and stopped training too early.
+        if val_loss < best:
+            best, stale = val_loss, 0
             best_state = {k: v.clone() for k, v in encoder.state_dict().items()}
         else:
             stale += 1
             if stale >= c.encoder_patience:
                 break
     encoder.load_state_dict(best_state)
-    log["encoder"] = {"best_val_wa_niizumi": best, "history": history}
+    log["encoder"] = {"best_val_loss": best, "history": history}
     return encoder.eval()
 
 

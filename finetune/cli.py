@@ -16,7 +16,7 @@ def classifier(
     m2d_checkpoint: Annotated[Path | None, typer.Option(help="Official M2D checkpoint file (.pth).")] = None,
     cache_dir: Annotated[Path, typer.Option(help="Where log-mels are cached between runs.")] = Path("build/classifier"),
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    encoder_epochs: Annotated[int, typer.Option(help="Max CNN epochs (early stopping on val weighted accuracy).")] = 25,
+    encoder_epochs: Annotated[int, typer.Option(help="Max CNN epochs (early stopping on val loss).")] = 30,
     head_epochs: Annotated[int, typer.Option(help="Max head epochs (early stopping on val weighted accuracy).")] = 200,
     feature_epochs: Annotated[int, typer.Option(help="Feature-head epochs (full batch).")] = 300,
     threads: Annotated[int, typer.Option(help="torch CPU threads (1 trains faster on a busy 2-core machine).")] = 1,
