@@ -40,6 +40,7 @@ class SegmenterConfig:
     max_bpm: float = 220.0
     min_quality: float = 0.5
     min_cycles: int = 3
+    max_not_heart: float = 0.5  # a second of audio more likely not heart audio than heart audio gets state 0
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,8 @@ class Segmenter:
         log_emission = np.log(post + 1e-6) - np.log(self.prior)
         decoded = viterbi(log_emission, log_duration, log_survival).states
         states = (decoded + 1).astype(np.int8)
+        local = np.convolve(not_heart, np.full(FRAME_RATE, 1.0 / FRAME_RATE), mode="same")
+        states[local > self.config.max_not_heart] = State.UNANNOTATED
         cycles = _cycle_frames(states)
         lengths = np.array([b - a for a, b in cycles], dtype=np.float64)
         regularity = float(np.clip(1 - lengths.std() / lengths.mean(), 0, 1)) if lengths.size >= 2 else 0.0
@@ -193,7 +196,7 @@ class Segmenter:
             segmentation=Segmentation.from_states(states, FRAME_RATE),
             frame_rate=float(FRAME_RATE),
             states=states,
-            heart_rate=float(60.0 * FRAME_RATE / np.median(lengths)),
+            heart_rate=float(60.0 * FRAME_RATE / np.median(lengths)) if lengths.size else None,
             heart_rate_confidence=float(np.sqrt(np.clip(hr.confidence, 0, 1) * regularity)),
             quality=stats.quality,
             reliable=True,
