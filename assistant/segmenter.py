@@ -121,7 +121,8 @@ class Segmenter:
         tensors["logistic.coef"] = self.logistic.coef.astype(np.float32)
         tensors["logistic.intercept"] = self.logistic.intercept.astype(np.float32)
         weights = directory / f"{name}.safetensors"
-        save_file(tensors, str(weights))
+        # safetensors writes the raw buffer: a Fortran-ordered array (sklearn's coef_) would come back transposed.
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(weights))
         meta = {
             "format": 1,
             "net": asdict(self.net.config),

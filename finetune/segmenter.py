@@ -39,6 +39,7 @@ class SegmenterTrainConfig:
     emission: str = "neural"
     max_recordings: int | None = None
     non_heart: int = 300
+    synthetic: int = 200
     workers: int = 2
     threads: int = 2
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -66,6 +67,28 @@ def non_heart_examples(n: int, env: EnvelopeConfig, seed: int) -> list[Example]:
         rec = GENERATORS[kind](rng, float(rng.uniform(6, 30)))
         features = frame_features(rec.samples, rec.rate, env)
         out.append(Example(f"{kind} {i}", features, np.full(features.shape[0], NOT_HEART, dtype=np.int8)))
+    return out
+
+
+def synthetic_examples(n: int, env: EnvelopeConfig, seed: int) -> list[Example]:
+    """Generated heart recordings with exact labels (`assistant.synth`): they widen what the network accepts as
+    heart audio beyond the one stethoscope of CirCor, so the reject class learns "no cycles", not "not CirCor"."""
+    from assistant.synth import SynthConfig, random_labels, synthesize
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in tqdm(range(n), desc="synthetic heart audio", unit="rec"):
+        _, murmurs = random_labels(rng)
+        pcg = synthesize(SynthConfig(
+            duration=float(rng.uniform(8, 30)),
+            heart_rate=float(rng.uniform(55, 170)),
+            hrv=float(rng.uniform(0.01, 0.06)),
+            snr_db=float(rng.uniform(8, 35)),
+            murmurs=murmurs,
+            seed=int(rng.integers(1 << 31)),
+        ))
+        features = frame_features(pcg.recording.samples, pcg.recording.rate, env)
+        out.append(Example(f"synthetic {i}", features, pcg.segmentation.states_at(FRAME_RATE, features.shape[0])))
     return out
 
 
@@ -256,7 +279,8 @@ def train(config: SegmenterTrainConfig) -> Path:
     prior = state_prior(examples)
     logistic = fit_logistic(examples, config.seed)
     negatives = non_heart_examples(config.non_heart, env, config.seed + 7)
-    net, history = train_net(examples + negatives, config)
+    synthetic = synthetic_examples(config.synthetic, env, config.seed + 13)
+    net, history = train_net(examples + synthetic + negatives, config)
     seg = Segmenter(net, logistic, durations, prior, SegmenterConfig(emission=config.emission), env)
     quality = calibrate_quality(seg, examples, config.seed)
     seg = seg.with_config(min_quality=quality["threshold"])
