@@ -27,6 +27,8 @@ def segmenter(
     levels: Annotated[int, typer.Option(help="Dilated residual blocks (dilations 1, 2, ... 2^(levels-1)).")] = 6,
     emission: Annotated[str, typer.Option(help="Default emission saved: neural or logistic.")] = "neural",
     max_recordings: Annotated[Optional[int], typer.Option(help="Use at most this many recordings.")] = None,
+    non_heart: Annotated[int, typer.Option(help="Generated non-heart recordings (the reject class).")] = 300,
+    synthetic: Annotated[int, typer.Option(help="Generated heart recordings added to the network's data.")] = 200,
     workers: Annotated[int, typer.Option(help="Processes computing features.")] = 2,
     threads: Annotated[int, typer.Option(help="torch threads.")] = 2,
     val_fraction: Annotated[float, typer.Option(help="The project split's validation fraction.")] = 0.15,
@@ -44,7 +46,8 @@ def segmenter(
     config = SegmenterTrainConfig(
         circor_root=circor_root, out=out, seed=seed, epochs=epochs, batch_size=batch_size, crop_seconds=crop_seconds,
         learning_rate=learning_rate, weight_decay=weight_decay, channels=channels, levels=levels, emission=emission,
-        max_recordings=max_recordings, workers=workers, threads=threads,
+        max_recordings=max_recordings, non_heart=non_heart, synthetic=synthetic,
+        workers=workers, threads=threads,
         split=SplitConfig(val_fraction=val_fraction, seed=split_seed),
     )
     written = train(config)
