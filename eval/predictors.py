@@ -1,0 +1,186 @@
+"""Predictors an evaluation run can score, behind one small interface.
+
+Every predictor receives `patient.unlabelled()` only; labels never leave the runner. `--predictor` takes
+`classifier`, `audio-llm`, `majority` or `csv:PATH`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from assistant.circor import Patient
+from assistant.errors import MurmurScopeError
+from assistant.labels import FEATURES, MURMUR_CLASSES, PREDICTION_COLUMNS
+
+PROB_COLUMNS = {"Present": "p_present", "Unknown": "p_unknown", "Absent": "p_absent"}
+
+
+class PredictorError(MurmurScopeError):
+    """A predictor that cannot be built or reached."""
+
+
+@dataclass
+class PatientOutput:
+    """One patient's prediction as predictions.csv holds it; None where the predictor gave nothing valid."""
+
+    patient_id: str
+    murmur: str | None
+    probabilities: dict[str, float] | None = None
+    features: dict[str, str | None] = field(default_factory=dict)
+    answers: dict[str, list[str]] = field(default_factory=dict)  # raw audio-LLM replies, for the record
+
+    def csv_row(self) -> dict[str, str]:
+        row = {"patient_id": self.patient_id, "murmur": self.murmur or ""}
+        for cls, col in PROB_COLUMNS.items():
+            row[col] = f"{self.probabilities[cls]:.6f}" if self.probabilities else ""
+        for name in FEATURES:
+            row[name] = self.features.get(name) or ""
+        return {c: row[c] for c in PREDICTION_COLUMNS}
+
+    def to_json(self) -> dict:
+        return {"patient_id": self.patient_id, "murmur": self.murmur, "probabilities": self.probabilities,
+                "features": self.features, "answers": self.answers}
+
+    @classmethod
+    def from_json(cls, d: dict) -> PatientOutput:
+        return cls(d["patient_id"], d.get("murmur"), d.get("probabilities"), d.get("features") or {},
+                   d.get("answers") or {})
+
+
+class Predictor(Protocol):
+    name: str
+
+    def fingerprint(self) -> dict:
+        """What makes two runs' cached predictions interchangeable."""
+
+    def predict(self, patient: Patient) -> PatientOutput: ...
+
+
+def _most_common(values: Iterable[str | None], order: tuple[str, ...]) -> str | None:
+    counts = Counter(v for v in values if v is not None)
+    if not counts:
+        return None
+    # Ties go to the vocabulary's order, so the result does not depend on iteration order.
+    return max(order, key=lambda c: (counts.get(c, 0), -order.index(c)))
+
+
+class MajorityPredictor:
+    """Predicts the fitting set's most frequent class for the murmur and for every feature."""
+
+    name = "majority"
+
+    def __init__(self, fit_patients: list[Patient], binary_truth: dict[str, str] | None = None):
+        if binary_truth:
+            # PhysioNet 2016: abnormal -> Present, normal -> Absent.
+            counts = Counter(binary_truth[p.patient_id] for p in fit_patients)
+            n = sum(counts.values())
+            self.probabilities = {"Present": counts["abnormal"] / n, "Unknown": 0.0, "Absent": counts["normal"] / n}
+            self.features: dict[str, str | None] = {name: None for name in FEATURES}
+        else:
+            labels = [p.labels for p in fit_patients if p.labels is not None]
+            counts = Counter(lab.murmur for lab in labels)
+            self.probabilities = {c: counts[c] / len(labels) for c in MURMUR_CLASSES}
+            present = [lab for lab in labels if lab.murmur == "Present"]
+            self.features = {name: _most_common((lab.feature(name) for lab in present), vocab)
+                             for name, vocab in FEATURES.items()}
+        self.murmur = max(MURMUR_CLASSES, key=lambda c: self.probabilities[c])
+        self.n_fit = len(fit_patients)
+
+    def fingerprint(self) -> dict:
+        return {"predictor": "majority", "murmur": self.murmur, "features": self.features}
+
+    def predict(self, patient: Patient) -> PatientOutput:
+        return PatientOutput(patient.patient_id, self.murmur, dict(self.probabilities), dict(self.features))
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _canonical(value: str | None, vocabulary: tuple[str, ...]) -> str | None:
+    """CirCor's spelling of `value`, matched without regard to case as the Challenge's scorer does.
+
+    Anything else is kept as written, so an invalid murmur output stays invalid (and counts as Present).
+    """
+    value = (value or "").strip()
+    return next((v for v in vocabulary if v.casefold() == value.casefold()), value or None)
+
+
+class CsvPredictor:
+    """Replays a predictions CSV in PREDICTION_COLUMNS (only patient_id and murmur are required)."""
+
+    name = "csv"
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise PredictorError(f"{self.path}: no such predictions CSV")
+        with self.path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"patient_id", "murmur"} - set(reader.fieldnames or ())
+            if missing:
+                raise PredictorError(f"{self.path}: not a predictions CSV (no {', '.join(sorted(missing))} column)")
+            self.rows = {r["patient_id"].strip(): r for r in reader}
+
+    def fingerprint(self) -> dict:
+        return {"predictor": "csv", "sha256": hashlib.sha256(self.path.read_bytes()).hexdigest()}
+
+    def covers(self, ids: Iterable[str]) -> int:
+        return sum(i in self.rows for i in ids)
+
+    def predict(self, patient: Patient) -> PatientOutput:
+        row = self.rows.get(patient.patient_id)
+        if row is None:  # scored as an output with no valid class
+            return PatientOutput(patient.patient_id, None)
+        probs = {c: _float(row.get(col)) for c, col in PROB_COLUMNS.items()}
+        murmur = _canonical(row.get("murmur"), MURMUR_CLASSES)
+        features = {name: _canonical(row.get(name), vocab) for name, vocab in FEATURES.items()}
+        return PatientOutput(patient.patient_id, murmur,
+                             probs if all(v is not None for v in probs.values()) else None, features)
+
+
+class ClassifierPredictor:
+    """The project's murmur classifier (assistant/murmur.py) with its shipped weights."""
+
+    name = "classifier"
+
+    def __init__(self):
+        try:
+            from assistant.murmur import MurmurModel
+        except ImportError as e:
+            raise PredictorError(f"the murmur classifier is not available in this install ({e})") from e
+        self.model = MurmurModel.load()
+
+    def fingerprint(self) -> dict:
+        return {"predictor": "classifier"}
+
+    def predict(self, patient: Patient) -> PatientOutput:
+        pred = self.model.predict_patient(patient)
+        features = {name: pred.features[name].label if name in pred.features else None for name in FEATURES}
+        probs = {c: float(pred.probabilities[c]) for c in MURMUR_CLASSES} if pred.probabilities else None
+        return PatientOutput(patient.patient_id, pred.murmur, probs, features)
+
+
+def build_predictor(spec: str, fit_patients: list[Patient], binary_truth: dict[str, str] | None = None,
+                    endpoint: str | None = None, model: str | None = None) -> Predictor:
+    """Turn `--predictor` into a predictor; every failure is a one-line PredictorError."""
+    if spec == "majority":
+        return MajorityPredictor(fit_patients, binary_truth)
+    if spec.startswith("csv:"):
+        return CsvPredictor(Path(spec[4:]))
+    if spec == "classifier":
+        return ClassifierPredictor()
+    if spec == "audio-llm":
+        from eval.llm_predictor import AudioLLMPredictor
+
+        return AudioLLMPredictor.connect(endpoint, model)
+    raise PredictorError(f"unknown predictor {spec!r}: use classifier, audio-llm, majority or csv:PATH")

@@ -1,0 +1,87 @@
+"""The audio-LLM predictor: answer voting, and the vLLM OpenAI batch files written and read back."""
+
+import json
+
+import pytest
+
+from assistant.circor import read_folder
+from assistant.labels import FEATURES
+from eval.llm_predictor import combine, vote
+
+
+def test_vote_ignores_unparseable_and_no_murmur_and_breaks_ties_by_vocabulary():
+    vocab = ("Low", "Medium", "High")
+    assert vote(["High", "unparseable", "High", "Low"], vocab) == "High"
+    assert vote(["High", "Low"], vocab) == "Low"  # tie: the vocabulary's order
+    assert vote(["nan", "unparseable"], vocab) is None
+    out = combine("7", {"murmur": ["Absent", "Present", "Present"], "systolic_pitch": ["nan"]}, {})
+    assert out.murmur == "Present" and out.features["systolic_pitch"] is None
+
+
+@pytest.fixture(scope="module")
+def small_root(tmp_path_factory):
+    from assistant.synth import write_circor_folder
+
+    root = tmp_path_factory.mktemp("llm_circor")
+    write_circor_folder(root, n_patients=4, seed=5, duration=3.0)
+    return root
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", "from assistant.cli import main; main()", *args],
+                          capture_output=True, text=True)
+
+
+def test_batch_round_trip(small_root, tmp_path):
+    import soundfile as sf
+
+    pytest.importorskip("assistant.audio_llm", reason="the audio-LLM client has not landed in this checkout")
+    from assistant.murmur_questions import QUESTION_FEATURES, answer
+    from eval.batch import SEP, read_batch_output
+
+    batch = tmp_path / "requests.jsonl"
+    common = ["--circor-root", str(small_root), "--split", "all", "--predictor", "audio-llm", "--no-progress"]
+    r = _cli("eval", "run", *common, "--model", "tiny", "--out", str(tmp_path / "unused"), "--batch-out", str(batch))
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in batch.read_text().splitlines()]
+    assert len(lines) == 4 * 4 * len(QUESTION_FEATURES)  # patients x sites x questions
+    first = lines[0]
+    assert first["method"] == "POST" and first["url"] == "/v1/chat/completions"
+    assert first["body"]["model"] == "tiny" and first["body"]["messages"][0]["role"] == "system"
+    audio = first["body"]["messages"][1]["content"][0]
+    assert audio["type"] == "audio_url" and audio["audio_url"]["url"].startswith("file://")
+    info = sf.info(audio["audio_url"]["url"][len("file://"):])
+    assert info.samplerate == 16000 and info.duration == pytest.approx(3.0, abs=0.01)
+    assert len({x["custom_id"] for x in lines}) == len(lines)
+    assert not (tmp_path / "unused").exists()
+    assert _cli("eval", "run", *common, "--model", "tiny", "--out", str(tmp_path / "u"), "--batch-out",
+                str(batch)).returncode != 0  # never overwrites
+
+    # vLLM's batch output: every reply is the training answer for the true label (one request failed).
+    truth = {p.patient_id: p.labels for p in read_folder(small_root)}
+    out_lines = []
+    for k, req in enumerate(lines):
+        pid, _, feature = req["custom_id"].split(SEP)
+        labels = truth[pid]
+        text = answer(feature, labels.murmur if feature == "murmur" else labels.feature(feature))
+        response = {"status_code": 200, "request_id": f"r{k}", "body": {
+            "object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]}}
+        error = None
+        if k == 0:
+            response, error = {"status_code": 500, "request_id": "r0", "body": None}, {"message": "boom"}
+        out_lines.append(json.dumps({"id": f"vllm-{k}", "custom_id": req["custom_id"], "response": response,
+                                     "error": error}))
+    replies = tmp_path / "replies.jsonl"
+    replies.write_text("\n".join(out_lines) + "\n")
+    assert read_batch_output(replies)[lines[0]["custom_id"]] == ""
+    r = _cli("eval", "run", *common, "--out", str(tmp_path / "scored"), "--batch-in", str(replies),
+             "--bootstrap", "20")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "scored" / "metrics.json").read_text())
+    assert m["murmur"]["accuracy"]["value"] == 1.0
+    assert all(f["accuracy"]["value"] == 1.0 for name, f in m["features"].items() if f["n"] and name in FEATURES)
+    cache = [json.loads(x) for x in (tmp_path / "scored" / "cache.jsonl").read_text().splitlines()]
+    assert all(len(c["answers"]["murmur"]) in (3, 4) for c in cache)  # raw replies kept; one was lost
