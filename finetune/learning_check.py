@@ -29,11 +29,11 @@ CLIP_SECONDS = 4.0
 @dataclass(frozen=True)
 class LearningCheckConfig:
     work: Path
-    train_clips: int = 240
+    train_clips: int = 480
     test_clips: int = 60
-    steps: int = 300
+    steps: int = 600
     batch_size: int = 8
-    learning_rate: float = 2e-3
+    learning_rate: float = 3e-3
     torch_threads: int | None = 1
     seed: int = 0
 

@@ -52,16 +52,21 @@ def merged(tmp_path_factory, synth_root) -> Path:
 
 
 def _transformers_reply(model_dir: Path, recording, question: str) -> str:
+    import base64
+    import io
+
+    import soundfile as sf
     import torch
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
-    from assistant.audio_llm import AUDIO_RATE, MAX_AUDIO_SECONDS
+    from assistant.audio_llm import AUDIO_RATE, wav_base64
     from finetune.audio_collator import prompt_messages
 
     processor = AutoProcessor.from_pretrained(model_dir)
     model = Qwen2AudioForConditionalGeneration.from_pretrained(model_dir).eval()
     prompt = processor.apply_chat_template(prompt_messages(question), tokenize=False, add_generation_prompt=True)
-    audio = recording.resampled(AUDIO_RATE).samples[: int(MAX_AUDIO_SECONDS * AUDIO_RATE)]
+    # The very samples the client sends (16 kHz, 16-bit, first 30 s).
+    audio, _ = sf.read(io.BytesIO(base64.b64decode(wav_base64(recording))), dtype="float32")
     inputs = processor(text=[prompt], audio=[audio], sampling_rate=AUDIO_RATE, return_tensors="pt")
     inputs.pop("num_audio_tokens", None)
     with torch.no_grad():
