@@ -261,8 +261,12 @@ def serve_llm(
     vllm_python: Annotated[str | None, typer.Option(help="Interpreter with vLLM (default: .venv-vllm).")] = None,
 ) -> None:
     """vLLM's OpenAI-compatible server on the audio-LLM; returns when stopped (Ctrl-C)."""
+    import signal
+
     from assistant.llm_service import LLMServerConfig, default_vllm_python, start_llm_server
 
+    # vLLM runs in its own session: a SIGTERM to this command must still stop it (the `with` below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     cfg = LLMServerConfig(model=model, host=host, port=port, served_model_name=served_model_name, dtype=dtype,
                           max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
                           enforce_eager=enforce_eager, vllm_python=vllm_python or default_vllm_python())

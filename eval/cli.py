@@ -238,3 +238,21 @@ def classifier(
                   ci(s["uar_ci"]), f"{s['majority_uar']:.3f}", f"{s['majority_accuracy']:.3f}")
     console.print(f)
     console.print(f"confusion matrix: {out_dir / 'confusion.png'}; numbers: {out_dir / 'classifier_bench.json'}")
+
+
+@app.command("llm-bench")
+def llm_bench(
+    work: Annotated[Path, typer.Option(help="New folder for the tiny model, data, server log and llm_bench.json.")],
+    sft_steps: Annotated[int, typer.Option(help="SFT steps to time.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="SFT rows per step.")] = 2,
+    requests: Annotated[int, typer.Option(help="Audio questions sent to vLLM.")] = 16,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 4,
+    machine: Annotated[str, typer.Option(help="Where it ran, written beside the numbers.")] = "",
+) -> None:
+    """SFT steps/s and peak memory, vLLM time-to-ready and requests/s on the tiny model; 7B GPU settings."""
+    from dataclasses import asdict
+
+    from eval.llm_bench import GPU_RECOMMENDATION, run_llm_bench
+
+    r = run_llm_bench(work, sft_steps, batch_size, requests, concurrency, machine)
+    print(json.dumps({"measured": asdict(r), "gpu_recommendation": GPU_RECOMMENDATION}, indent=2))

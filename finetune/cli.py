@@ -99,13 +99,13 @@ def sft(
     model: Annotated[str, typer.Option(help="Hub id or folder of a Qwen2-Audio model.")] = DEFAULT_MODEL_ID,
     lora: Annotated[bool, typer.Option(help="LoRA on the language model (off: train every weight).")] = True,
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 16,
+    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 32,
     lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.05,
     lora_audio_encoder: Annotated[bool, typer.Option(help="Also put LoRA on the audio encoder.")] = False,
     epochs: Annotated[float, typer.Option(help="Training epochs.")] = 1.0,
     max_steps: Annotated[int, typer.Option(help="Stop after this many optimizer steps (-1: epochs decide).")] = -1,
     batch_size: Annotated[int, typer.Option(help="Rows per device per step.")] = 1,
-    grad_accum: Annotated[int, typer.Option(help="Gradient-accumulation steps.")] = 8,
+    grad_accum: Annotated[int, typer.Option(help="Gradient-accumulation steps.")] = 16,
     learning_rate: Annotated[float, typer.Option(help="Peak learning rate (cosine schedule).")] = 1e-4,
     warmup_ratio: Annotated[float, typer.Option(help="Warm-up as a fraction of the steps.")] = 0.03,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
@@ -115,6 +115,7 @@ def sft(
     max_train_rows: Annotated[int | None, typer.Option(help="Train on at most this many rows.")] = None,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 42,
     report_to: Annotated[str, typer.Option(help="Trainer loggers: none, tensorboard, wandb ...")] = "none",
+    torch_threads: Annotated[int | None, typer.Option(help="CPU threads for torch (1 on a shared CPU).")] = None,
 ) -> None:
     """Fine-tune Qwen2-Audio on the murmur Q&A (TRL SFTTrainer, PEFT LoRA on the language model)."""
     from finetune.sft import AudioSFTConfig, train
@@ -124,7 +125,8 @@ def sft(
                          max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
                          learning_rate=learning_rate, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
                          gradient_checkpointing=gradient_checkpointing, logging_steps=logging_steps,
-                         save_steps=save_steps, max_train_rows=max_train_rows, seed=seed, report_to=report_to)
+                         save_steps=save_steps, max_train_rows=max_train_rows, seed=seed, report_to=report_to,
+                         torch_threads=torch_threads)
     r = train(cfg)
     out.print(f"{r.steps} steps in {r.runtime_s:.1f} s ({r.steps_per_second:.3f} steps/s), loss "
               f"{r.losses[0] if r.losses else float('nan'):.3f} -> {r.losses[-1] if r.losses else float('nan'):.3f}, "
