@@ -18,9 +18,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) -e '.[dev]'
 	touch $(STAMP)
 
+# `make demo` analyses a generated patient; `make demo FILE=path/to/recording.wav` analyses yours.
 demo: setup
-	test -d $(DEMO_DIR) || $(BIN)/murmurscope synth $(DEMO_DIR) --patients 1 --seed 7
-	$(BIN)/murmurscope info $(DEMO_DIR)
+ifdef FILE
+	$(BIN)/murmurscope analyze "$(FILE)" --plot --plot-dir $(DEMO_DIR)
+else
+	test -d $(DEMO_DIR)/patient || $(BIN)/murmurscope synth $(DEMO_DIR)/patient --patients 1 --seed 7 --no-labels
+	$(BIN)/murmurscope analyze $(DEMO_DIR)/patient --plot --plot-dir $(DEMO_DIR)
+endif
 
 test: setup
 	$(BIN)/python -m pytest

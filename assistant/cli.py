@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -115,3 +115,133 @@ def synth(
     written = write_circor_folder(out_dir, n_patients=patients, seed=seed, suffix=suffix, duration=duration,
                                   with_labels=labels)
     out.print(f"wrote {len(written)} synthetic patients to {out_dir}")
+
+
+@app.command()
+def segment(
+    path: Annotated[Path, typer.Argument(help="An audio file, or a folder of recordings.")],
+    out: Annotated[Optional[Path], typer.Option(help="File: the .tsv to write. Folder: a folder for NAME.tsv.")] = None,
+    plot: Annotated[bool, typer.Option("--plot", help="Also write a PNG, states shaded.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")] = False,
+    emission: Annotated[Optional[str], typer.Option(help="neural or logistic (default: shipped).")] = None,
+) -> None:
+    """Heart cycles (S1, systole, S2, diastole), heart rate and quality of a recording or a folder."""
+    from assistant.segment_cli import segment_file, segment_folder
+
+    if emission not in (None, "neural", "logistic"):
+        raise MurmurScopeError(f"--emission must be neural or logistic, not {emission!r}")
+    if path.is_dir():
+        segment_folder(path, out, plot=plot, force=force, emission=emission, console=Console())
+    else:
+        segment_file(path, out, plot=plot, force=force, emission=emission, console=Console())
+
+@app.command()
+def analyze(
+    paths: Annotated[list[Path], typer.Argument(help="Audio files (one per site) or folders of recordings.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+    plot: Annotated[bool, typer.Option("--plot", help="Write a PNG per patient.")] = False,
+    plot_dir: Annotated[Path, typer.Option(help="Folder for the PNGs.")] = Path("."),
+    murmur_model: Annotated[Path | None, typer.Option(help="Murmur model weights (default: shipped).")] = None,
+    index_dir: Annotated[Path | None, typer.Option(help="Guidance index (default: shipped).")] = None,
+    guidance_k: Annotated[int, typer.Option(help="Guidance passages per patient.")] = 3,
+) -> None:
+    """Segmentation, murmur call, features and the matching guidance for each patient, offline."""
+    from rich.markdown import Markdown
+
+    from assistant.inputs import load_inputs
+
+    # Inputs first: a bad file is reported before any model loads.
+    patients = load_inputs(paths)
+    from assistant.findings import AnalysisConfig, Analyzer
+    from assistant.report import report_markdown
+
+    analyzer = Analyzer.load(AnalysisConfig(murmur_model=murmur_model, index_dir=index_dir, guidance_k=guidance_k))
+    results = []
+    for p in patients:
+        findings = analyzer.analyze(p.recordings, ids=p.ids, patient_id=p.patient_id)
+        results.append(findings)
+        if plot:
+            from assistant.plots import save_findings_figure
+
+            plot_dir.mkdir(parents=True, exist_ok=True)
+            png = save_findings_figure(plot_dir / f"murmurscope_{p.patient_id}.png", p.recordings, findings)
+            err.print(f"plot: {png}")
+        if not as_json:
+            out.print(Markdown(f"# Patient {p.patient_id}\n\n" + report_markdown(findings)))
+    if as_json:
+        print(json.dumps([f.model_dump() for f in results], indent=2))
+
+
+@app.command()
+def chat(
+    paths: Annotated[list[Path], typer.Argument(help="The recordings to talk about (files or a folder).")],
+    base_url: Annotated[str | None, typer.Option(help="Chat endpoint (env MURMURSCOPE_CHAT_BASE_URL).")] = None,
+    model: Annotated[str | None, typer.Option(help="Chat model name (env MURMURSCOPE_CHAT_MODEL).")] = None,
+    api_key: Annotated[str | None, typer.Option(help="Chat model key (env MURMURSCOPE_CHAT_API_KEY).")] = None,
+    audio_llm_url: Annotated[str | None, typer.Option(help="Served audio-LLM (enables ask_audio_llm).")] = None,
+    audio_llm_model: Annotated[str, typer.Option(help="Audio-LLM model name.")] = "murmurscope-audio",
+) -> None:
+    """A terminal consultation about the given recordings (type 'exit' or Ctrl-D to leave)."""
+    from rich.markdown import Markdown
+
+    from assistant.agent import ChatModelConfig
+    from assistant.audio_llm import AudioLLMConfig
+    from assistant.consultation import Consultation
+    from assistant.findings import Analyzer
+    from assistant.inputs import load_inputs
+
+    patients = load_inputs(paths)
+    if len(patients) > 1:
+        raise MurmurScopeError(f"chat is about one patient; the inputs hold {len(patients)}")
+    cfg = ChatModelConfig.from_env(base_url=base_url, model=model, api_key=api_key)
+    audio_llm = AudioLLMConfig(base_url=audio_llm_url, model=audio_llm_model) if audio_llm_url else None
+    consultation = Consultation(Analyzer.load(), cfg.chat_model(), audio_llm, chat_url=cfg.base_url)
+    conversation = consultation.new_conversation()
+    for rec in patients[0].recordings:
+        rid = consultation.attach(conversation, rec)
+        out.print(f"attached {rid}: {rec.source} (site {rec.site or '?'})")
+    while True:
+        try:
+            text = input("you> ").strip()
+        except EOFError:
+            break
+        if text in ("exit", "quit"):
+            break
+        if text:
+            out.print(Markdown(consultation.ask(conversation, text).text))
+
+
+@serve_app.command("api")
+def serve_api(
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8080,
+    api_key: Annotated[str | None, typer.Option(envvar="MURMURSCOPE_API_KEY", help="Require this bearer key.")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest request body.")] = 25.0,
+    allow_remote_audio: Annotated[bool, typer.Option(help="Fetch http(s) audio URLs.")] = False,
+    allowed_local_audio_dir: Annotated[Path | None, typer.Option(help="Allow file:// audio under this folder.")] = None,
+    upload_dir: Annotated[Path | None, typer.Option(help="Where uploads are decoded (then deleted).")] = None,
+    model_name: Annotated[str, typer.Option(help="The model id clients ask for.")] = "murmurscope",
+    chat_base_url: Annotated[str | None, typer.Option(help="Chat endpoint (env MURMURSCOPE_CHAT_BASE_URL).")] = None,
+    chat_model: Annotated[str | None, typer.Option(help="Chat model name (env MURMURSCOPE_CHAT_MODEL).")] = None,
+    chat_api_key: Annotated[str | None, typer.Option(help="Chat model key (env MURMURSCOPE_CHAT_API_KEY).")] = None,
+    audio_llm_url: Annotated[str | None, typer.Option(help="Served audio-LLM (enables ask_audio_llm).")] = None,
+    audio_llm_model: Annotated[str, typer.Option(help="Audio-LLM model name.")] = "murmurscope-audio",
+) -> None:
+    """The OpenAI-compatible consultation API (FastAPI + uvicorn)."""
+    import uvicorn
+
+    from assistant.agent import ChatModelConfig
+    from assistant.api import APIConfig, create_app
+    from assistant.audio_llm import AudioLLMConfig
+    from assistant.consultation import Consultation
+    from assistant.findings import Analyzer
+
+    config = APIConfig(host=host, port=port, api_key=api_key, max_upload_mb=max_upload_mb,
+                       allow_remote_audio=allow_remote_audio, allowed_local_audio_dir=allowed_local_audio_dir,
+                       upload_dir=upload_dir, model_name=model_name)
+    chat_cfg = ChatModelConfig.from_env(base_url=chat_base_url, model=chat_model, api_key=chat_api_key)
+    audio_llm = AudioLLMConfig(base_url=audio_llm_url, model=audio_llm_model) if audio_llm_url else None
+    consultation = Consultation(Analyzer.load(), chat_cfg.chat_model(), audio_llm, chat_url=chat_cfg.base_url)
+    err.print(f"MurmurScope API on http://{host}:{port}/v1 (chat model: {chat_cfg.base_url or 'none, findings only'})")
+    # No access log: it would record client addresses.
+    uvicorn.run(create_app(consultation, config), host=host, port=port, access_log=False, log_level="info")

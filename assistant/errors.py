@@ -39,3 +39,31 @@ class SilentError(AudioError):
 
 class DatasetError(MurmurScopeError):
     """A folder that is not a CirCor layout, or a malformed header or annotation."""
+
+
+class KnowledgeError(MurmurScopeError):
+    """The guidance corpus, its index or a query cannot be used."""
+
+
+class CorpusError(KnowledgeError):
+    """A guidance document that does not parse, or a section without known sources."""
+
+
+class EmptyQueryError(KnowledgeError):
+    pass
+
+
+class IndexMissingError(KnowledgeError):
+    pass
+
+
+class IndexCorruptError(KnowledgeError):
+    pass
+
+
+class StaleIndexError(KnowledgeError):
+    """The corpus changed after the index was built."""
+
+
+class EmbeddingModelError(KnowledgeError):
+    pass

@@ -2,13 +2,49 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
 app = typer.Typer(help="Evaluate predictors and benchmark components.", no_args_is_help=True)
 
+
+@app.command()
+def retrieval(
+    questions: Annotated[Path | None, typer.Option(help="Question file (JSONL) [default: eval/data/...].")] = None,
+    index: Annotated[Path | None, typer.Option(help="Index folder [default: the shipped index].")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="Passages retrieved per question.")] = 5,
+    repeats: Annotated[int, typer.Option(help="Timed passes over the questions.")] = 3,
+    threads: Annotated[int | None, typer.Option(help="torch threads while timing [default: torch's].")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a latency histogram PNG here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Recall@k, MRR@k and query latency (p50, p99; embedding included) of the guidance retriever."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from eval.retrieval_bench import RetrievalBenchConfig, plot_latency, run
+
+    config = RetrievalBenchConfig(index_dir=index, k=k, repeats=max(1, repeats), threads=threads,
+                                  **({"questions": questions} if questions else {}))
+    result = run(config, progress=not as_json)
+    if plot:
+        plot_latency(result, plot)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    table = Table(title="guidance retrieval", show_header=False)
+    table.add_row("questions", str(result.n_questions))
+    table.add_row(f"recall@{k}", f"{result.recall_at_k:.3f}")
+    table.add_row(f"MRR@{k}", f"{result.mrr_at_k:.3f}")
+    table.add_row("latency p50 (ms)", f"{result.latency_p50_ms:.1f}")
+    table.add_row("latency p99 (ms)", f"{result.latency_p99_ms:.1f}")
+    table.add_row("timed queries", str(result.n_timed))
+    Console().print(table)
+    for miss in result.misses:
+        Console().print(f"[yellow]miss[/yellow] {miss['question']} -> {', '.join(miss['got'])}", highlight=False)
 
 @app.command("run")
 def run_command(
@@ -96,3 +132,65 @@ def compare_command(
         table.add_row(metric, _fmt(a), _fmt(b), "—" if d is None else f"{d:+.3f}",
                       f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "—")
     console.print(table)
+
+@app.command("segmenter")
+def segmenter(
+    circor_root: Annotated[Path, typer.Option(help="CirCor root; the project split's validation patients are scored.")],
+    out: Annotated[Path, typer.Option(help="Folder for segmenter_bench.json and segmenter_bench.png.")] = Path(
+        "build/segmenter_bench"),
+    weights: Annotated[Optional[Path], typer.Option(help="Folder with segmenter weights (default: shipped).")] = None,
+    emission: Annotated[Optional[str], typer.Option(help="Override the emission model: neural or logistic.")] = None,
+    tolerance_s: Annotated[float, typer.Option(help="Match tolerance for S1/S2 centres (s).")] = 0.06,
+    speed_files: Annotated[int, typer.Option(help="Recordings timed for the speed figure.")] = 60,
+    one_core: Annotated[bool, typer.Option(help="Pin the process to one CPU core.")] = True,
+    max_recordings: Annotated[Optional[int], typer.Option(help="Score at most this many recordings.")] = None,
+    val_fraction: Annotated[float, typer.Option(help="The project split's validation fraction.")] = 0.15,
+    split_seed: Annotated[int, typer.Option(help="The project split's seed.")] = 2022,
+) -> None:
+    """S1/S2 F1 (±60 ms), heart-rate error and speed of the segmenter on the validation patients."""
+    from assistant.errors import MurmurScopeError
+    from assistant.split import SplitConfig
+    from eval.segmenter_bench import SegmenterBenchConfig, run
+
+    if emission not in (None, "neural", "logistic"):
+        raise MurmurScopeError(f"--emission must be neural or logistic, not {emission!r}")
+    s = run(SegmenterBenchConfig(circor_root, out, weights, emission, tolerance_s, speed_files, one_core,
+                                 max_recordings, SplitConfig(val_fraction=val_fraction, seed=split_seed)))
+    hr = s["hr_median_abs_error_bpm"]
+    typer.echo(f"segmenter ({s['emission']}) on {s['recordings']} validation recordings of {s['patients']} patients")
+    typer.echo(f"S1 F1 {s['s1_f1']:.4f}  S2 F1 {s['s2_f1']:.4f}  (±{tolerance_s * 1000:.0f} ms, one-to-one)")
+    typer.echo(f"heart rate: median abs error {hr:.2f} bpm" if hr is not None else "heart rate: no estimates")
+    typer.echo(f"unreliable (all states 0): {s['unreliable']} recordings")
+    typer.echo(f"speed: {s['seconds_per_20s']:.4f} s per 20 s (median of {s['speed_files']} files, one core), "
+               f"{s['times_real_time']:.0f}x real time")
+    typer.echo(f"wrote {s['plot']}")
+
+
+@app.command("consult-bench")
+def consult_bench(
+    runs: int = typer.Option(7, help="Timed analyze runs after warm-up."),
+    warmup: int = typer.Option(2, help="Untimed warm-up runs."),
+    concurrency: int = typer.Option(20, help="Concurrent /v1/analyze requests."),
+    duration: float = typer.Option(20.0, help="Seconds per recording (four recordings per patient)."),
+    threads: int = typer.Option(2, help="torch threads (the 2-core target)."),
+    out_dir: Path = typer.Option(Path("build/consult_bench"), help="Where the JSON and PNG go."),
+) -> None:
+    """Warm analyze latency per patient and API latency under concurrent /v1/analyze requests."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from eval.consult_bench import ConsultBenchConfig, run
+
+    result = run(ConsultBenchConfig(runs=runs, warmup=warmup, concurrency=concurrency, duration=duration,
+                                    threads=threads, out_dir=out_dir))
+    table = Table(title=f"consultation benchmark ({threads} torch threads)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("analyze, 4 x 20 s, warm: median", f"{result.analyze_median_s:.3f} s (target <= 2 s)")
+    table.add_row("analyze: p90", f"{result.analyze_p90_s:.3f} s")
+    table.add_row(f"API {result.api_requests} concurrent /v1/analyze: p50", f"{result.api_p50_s:.3f} s")
+    table.add_row("API: p99", f"{result.api_p99_s:.3f} s")
+    table.add_row("API: errors", str(result.api_errors))
+    table.add_row("API: wall time", f"{result.api_wall_s:.3f} s")
+    Console().print(table)
+    Console().print(f"wrote {out_dir / 'consult_bench.json'} and {out_dir / 'consult_bench.png'}")

@@ -1,5 +1,85 @@
 """`murmurscope index ...`: build and query the guidance index."""
 
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 app = typer.Typer(help="Build and query the cardiology guidance index.", no_args_is_help=True)
+
+
+class Kind(str, Enum):
+    flat = "flat"
+    ivf = "ivf"
+    hnsw = "hnsw"
+
+
+@app.command()
+def build(
+    out: Annotated[Path | None, typer.Option(help="Index folder to write [default: the index shipped in the package].")]
+    = None,
+    corpus: Annotated[Path | None, typer.Option(help="Corpus folder [default: knowledge/corpus].")] = None,
+    model: Annotated[str, typer.Option(help="Sentence-transformers model: a local folder or all-MiniLM-L6-v2.")]
+    = "all-MiniLM-L6-v2",
+    kind: Annotated[Kind, typer.Option(help="flat: exact inner product; ivf, hnsw: approximate (large corpora).")]
+    = Kind.flat,
+    max_words: Annotated[int, typer.Option(help="Longest passage in words; longer sections are split.")] = 180,
+    overlap: Annotated[int, typer.Option(help="Sentences shared by consecutive windows of a long section.")] = 1,
+    gpu: Annotated[bool | None, typer.Option("--gpu/--no-gpu", help="FAISS on GPU [default: when faiss-gpu sees one].")]
+    = None,
+) -> None:
+    """Chunk the corpus by heading, embed the passages and save a FAISS index with its metadata."""
+    import time
+
+    from rich.console import Console
+
+    from assistant.errors import KnowledgeError
+    from knowledge.documents import CORPUS_DIR, ChunkConfig
+    from knowledge.index import META_FILE, GuidanceIndex, IndexConfig
+    from knowledge.retriever import PREBUILT_DIR
+
+    out = out or PREBUILT_DIR
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / META_FILE).exists())):
+        raise KnowledgeError(f"{out}: exists and is not a guidance index folder; choose an empty or new folder")
+    if max_words < 20 or overlap < 0:
+        raise KnowledgeError("--max-words must be at least 20 and --overlap at least 0")
+    config = IndexConfig(corpus_dir=corpus or CORPUS_DIR, model=model, kind=kind.value,
+                         chunk=ChunkConfig(max_words=max_words, overlap_sentences=overlap), use_gpu=gpu)
+    if not Path(config.corpus_dir).is_dir():
+        raise KnowledgeError(f"{config.corpus_dir}: no such corpus folder")
+    start = time.perf_counter()
+    index = GuidanceIndex.build(config, progress=True)
+    index.save(out)
+    Console().print(f"indexed {index.meta.n_passages} passages ({index.meta.kind}, {index.meta.dim}-d, "
+                    f"{index.meta.model}) in {time.perf_counter() - start:.1f} s -> {out}")
+
+
+@app.command()
+def query(
+    text: Annotated[str, typer.Argument(help="The question or keywords.")],
+    k: Annotated[int, typer.Option("-k", "--k", help="How many passages.")] = 5,
+    index: Annotated[Path | None, typer.Option(help="Index folder [default: the shipped index].")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Print the k passages nearest to TEXT with their scores and citations."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    from knowledge.retriever import Retriever, check_query
+
+    check_query(text, k)  # before loading the model, so a bad query fails at once
+    passages = Retriever.load(index).search(text, k)
+    if as_json:
+        print(json.dumps([p.to_dict() for p in passages], indent=2, ensure_ascii=False))
+        return
+    console = Console()
+    for n, p in enumerate(passages, 1):
+        console.print(f"[bold]{n}. {escape(p.title)} — {escape(p.section)}[/bold]  [dim]score {p.score:.3f} · "
+                      f"{escape(p.id)}[/dim]")
+        console.print(escape(p.text))
+        console.print(f"[cyan]Source:[/cyan] {escape(p.source)}" + (f"\n[cyan]URL:[/cyan] {p.url}" if p.url else ""))
+        console.print()

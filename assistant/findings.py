@@ -1,0 +1,185 @@
+"""The structured analysis of one patient's recordings: the single function `analyze`, the API,
+the agent's tools and the Streamlit app all call.
+
+Segmentation (heart rate, signal quality, cycles), the murmur call with its probabilities, the
+feature heads and the guidance passages that match the result, as pydantic models so every
+consumer serialises them the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from assistant.audio import Recording
+from assistant.errors import MurmurScopeError
+from assistant.murmur import MurmurModel, PatientPrediction
+from assistant.segmenter import SegmentResult, segment_recording
+from knowledge.retriever import Passage, Retriever
+
+DISCLAIMER = (
+    "MurmurScope is decision support, not a diagnosis: a clinician must interpret these findings "
+    "together with the history and examination, and refer for echocardiography when in doubt."
+)
+
+
+class SegmentationFinding(BaseModel):
+    heart_rate: float | None = Field(description="Beats per minute; None when no rhythm was found.")
+    heart_rate_confidence: float
+    quality: float = Field(description="Signal quality in [0, 1] (1: clean heart sounds).")
+    reliable: bool
+    message: str
+    n_cycles: int
+    intervals: list[tuple[float, float, int]] = Field(
+        default_factory=list, description="(start_s, end_s, state) with state 1 S1, 2 systole, 3 S2, 4 diastole."
+    )
+
+
+class RecordingFindings(BaseModel):
+    id: str
+    site: str | None
+    duration_s: float
+    segmentation: SegmentationFinding
+    murmur_probabilities: dict[str, float] = Field(default_factory=dict)
+
+
+class FeatureFinding(BaseModel):
+    label: str | None
+    probabilities: dict[str, float]
+    low_confidence: bool
+    n_train: int
+
+
+class GuidancePassage(BaseModel):
+    id: str
+    title: str
+    section: str
+    text: str
+    source: str
+    url: str | None = None
+    year: int | None = None
+    score: float
+
+    @classmethod
+    def of(cls, p: Passage) -> GuidancePassage:
+        return cls(id=str(p.id), title=p.title, section=p.section, text=p.text, source=p.source, url=p.url,
+                   year=p.year, score=float(p.score))
+
+    def citation(self) -> str:
+        return f"{self.title} — {self.section}. Source: {self.source}"
+
+
+class Findings(BaseModel):
+    patient_id: str
+    murmur: str = Field(description="Present, Unknown or Absent.")
+    probabilities: dict[str, float]
+    signal_quality: float = Field(description="Mean segmentation quality over the recordings.")
+    recordings: list[RecordingFindings]
+    features: dict[str, FeatureFinding]
+    warnings: list[str] = Field(default_factory=list)
+    guidance: list[GuidancePassage] = Field(default_factory=list)
+    disclaimer: str = DISCLAIMER
+
+    def compact(self) -> dict:
+        """The findings without per-interval segmentation: what a chat model needs to read."""
+        return self.model_dump(exclude={"recordings": {"__all__": {"segmentation": {"intervals"}}}, "guidance": True})
+
+
+def segmentation_finding(result: SegmentResult) -> SegmentationFinding:
+    return SegmentationFinding(
+        heart_rate=None if result.heart_rate is None else round(float(result.heart_rate), 1),
+        heart_rate_confidence=round(float(result.heart_rate_confidence), 3),
+        quality=round(float(result.quality), 3),
+        reliable=bool(result.reliable),
+        message=result.message,
+        n_cycles=len(result.cycles()),
+        intervals=[(round(iv.start, 4), round(iv.end, 4), int(iv.state)) for iv in result.segmentation.intervals],
+    )
+
+
+def guidance_query(prediction: PatientPrediction) -> str:
+    """A retrieval query that describes the result in the words guidance documents use."""
+    if prediction.murmur == "Present":
+        described = [f.label for name, f in prediction.features.items()
+                     if f.label and not f.low_confidence and not name.startswith("diastolic")]
+        return ("heart murmur " + " ".join(described) +
+                " in a child: innocent versus pathological murmur, when to refer for echocardiography")
+    if prediction.murmur == "Unknown":
+        return "poor quality auscultation, murmur cannot be judged: repeat the recording, when to refer"
+    return "normal heart sounds without a murmur in a child: screening and follow-up"
+
+
+class AnalysisError(MurmurScopeError):
+    """Nothing to analyse."""
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Which weights and index the analysis loads; None means the ones shipped in the package."""
+
+    murmur_model: Path | None = None
+    index_dir: Path | None = None
+    guidance_k: int = 3
+
+
+class Analyzer:
+    """Loaded models, reused across calls (the warm path the API and the app keep in memory)."""
+
+    def __init__(self, murmur_model: MurmurModel, retriever: Retriever | None = None, guidance_k: int = 3,
+                 segmenter=None):
+        self.murmur_model = murmur_model
+        self.retriever = retriever
+        self.guidance_k = guidance_k
+        self.segmenter = segmenter
+
+    @classmethod
+    def load(cls, config: AnalysisConfig = AnalysisConfig()) -> Analyzer:
+        return cls(MurmurModel.load(config.murmur_model), Retriever.load(config.index_dir), config.guidance_k)
+
+    def segment(self, recording: Recording) -> SegmentationFinding:
+        return segmentation_finding(segment_recording(recording, segmenter=self.segmenter))
+
+    def guidance(self, query: str, k: int | None = None) -> list[GuidancePassage]:
+        if self.retriever is None:
+            return []
+        return [GuidancePassage.of(p) for p in self.retriever.search(query, k=k or self.guidance_k)]
+
+    def analyze(self, recordings: Sequence[Recording], ids: Sequence[str] | None = None, patient_id: str = "upload",
+                guidance: bool = True) -> Findings:
+        if not recordings:
+            raise AnalysisError("no recordings to analyse")
+        ids = list(ids) if ids is not None else [f"rec{i + 1}" for i in range(len(recordings))]
+        prediction = self.murmur_model.predict_recordings(list(recordings), patient_id=patient_id)
+        # predict_recordings keeps the order of its input: recording k is prediction k.
+        per_recording = [r.probabilities for r in prediction.recordings]
+        found = []
+        for k, (rid, rec) in enumerate(zip(ids, recordings)):
+            found.append(RecordingFindings(
+                id=rid,
+                site=rec.site,
+                duration_s=round(rec.duration, 2),
+                segmentation=self.segment(rec),
+                murmur_probabilities=_rounded(per_recording[k]) if k < len(per_recording) else {},
+            ))
+        findings = Findings(
+            patient_id=patient_id,
+            murmur=prediction.murmur,
+            probabilities=_rounded(prediction.probabilities),
+            signal_quality=round(sum(r.segmentation.quality for r in found) / len(found), 3),
+            recordings=found,
+            features={name: FeatureFinding(label=f.label, probabilities=_rounded(f.probabilities),
+                                           low_confidence=f.low_confidence, n_train=f.n_train)
+                      for name, f in prediction.features.items()},
+            warnings=list(prediction.warnings) + [f"{r.id}: {r.segmentation.message}" for r in found
+                                                  if not r.segmentation.reliable],
+        )
+        if guidance:
+            findings.guidance = self.guidance(guidance_query(prediction))
+        return findings
+
+
+def _rounded(probabilities: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 4) for k, v in probabilities.items()}

@@ -1,0 +1,142 @@
+"""Retrieval benchmark for the guidance index: recall@k, MRR@k and query latency (embedding included).
+
+The questions (eval/data/retrieval_questions.jsonl) are clinician-style paraphrases written for this
+project; each names the section id(s) that answer it. A hit is any retrieved passage whose section is
+expected (long sections are split into windows that share the section id).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from assistant.errors import KnowledgeError
+
+QUESTIONS = Path(__file__).resolve().parent / "data" / "retrieval_questions.jsonl"
+
+
+@dataclass(frozen=True)
+class RetrievalBenchConfig:
+    """What `murmurscope eval retrieval` measures; the CLI options mirror these fields."""
+
+    questions: Path = QUESTIONS
+    index_dir: Path | None = None  # None: the shipped index
+    k: int = 5
+    warmup: int = 5  # untimed queries first: the first calls pay for lazy initialisation
+    repeats: int = 3  # timed passes over the question set, for a stable p99
+    threads: int | None = None  # torch intra-op threads while timing; None leaves torch's default
+
+
+@dataclass(frozen=True)
+class Question:
+    question: str
+    expected: tuple[str, ...]
+
+
+@dataclass
+class RetrievalBenchResult:
+    n_questions: int
+    k: int
+    recall_at_k: float
+    mrr_at_k: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    latency_mean_ms: float
+    n_timed: int
+    misses: list[dict] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("latencies_ms")
+        return d
+
+
+def load_questions(path: Path) -> list[Question]:
+    if not Path(path).is_file():
+        raise KnowledgeError(f"{path}: no such question file")
+    questions = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            questions.append(Question(str(row["question"]), tuple(row["expected"])))
+        except (ValueError, KeyError, TypeError):
+            raise KnowledgeError(f"{path}:{n}: expected {{\"question\": ..., \"expected\": [section ids]}}") from None
+    if not questions:
+        raise KnowledgeError(f"{path}: no questions")
+    return questions
+
+
+def section_of(passage_id: str) -> str:
+    return passage_id.split("~", 1)[0]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def run(config: RetrievalBenchConfig = RetrievalBenchConfig(), retriever=None, progress: bool = False
+        ) -> RetrievalBenchResult:
+    from tqdm import tqdm
+
+    from knowledge.retriever import Retriever
+
+    questions = load_questions(config.questions)
+    retriever = retriever or Retriever.load(config.index_dir)
+    known = {section_of(p.id) for p in retriever.index.passages}
+    unknown = sorted({e for q in questions for e in q.expected} - known)
+    if unknown:
+        raise KnowledgeError(f"{config.questions}: expected sections not in the index: {', '.join(unknown[:3])}")
+    if config.threads:
+        import torch
+
+        torch.set_num_threads(config.threads)
+
+    hits, reciprocal, misses = 0, 0.0, []
+    for q in questions:
+        ranked = [section_of(p.id) for p in retriever.search(q.question, config.k)]
+        rank = next((i for i, s in enumerate(ranked, 1) if s in q.expected), None)
+        if rank:
+            hits += 1
+            reciprocal += 1 / rank
+        else:
+            misses.append({"question": q.question, "expected": list(q.expected), "got": ranked[:3]})
+
+    for q in questions[: config.warmup]:
+        retriever.search(q.question, config.k)
+    latencies = []
+    for _ in tqdm(range(config.repeats), desc="timing", disable=not progress):
+        for q in questions:
+            start = time.perf_counter()
+            retriever.search(q.question, config.k)
+            latencies.append((time.perf_counter() - start) * 1000)
+    return RetrievalBenchResult(len(questions), config.k, hits / len(questions), reciprocal / len(questions),
+                                percentile(latencies, 50), percentile(latencies, 99), statistics.fmean(latencies),
+                                len(latencies), misses, latencies)
+
+
+def plot_latency(result: RetrievalBenchResult, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(result.latencies_ms, bins=40)
+    for value, label in ((result.latency_p50_ms, "p50"), (result.latency_p99_ms, "p99")):
+        ax.axvline(value, color="k", linestyle="--", linewidth=1)
+        ax.text(value, ax.get_ylim()[1] * 0.9, f" {label} {value:.1f}", fontsize=8)
+    ax.set_title(f"recall@{result.k} {result.recall_at_k:.3f}, MRR@{result.k} {result.mrr_at_k:.3f}, "
+                 f"n={result.n_questions}", fontsize=9)
+    ax.set_xlabel("query latency (ms, embedding + FAISS search)")
+    ax.set_ylabel("queries")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,149 @@
+"""MurmurScope in the browser: upload recordings (a site per file), see the heart cycles, the
+spectrogram and the murmur call, then ask the consultation agent about them.
+
+Run: `streamlit run streamlit_app.py`. The chat model comes from MURMURSCOPE_CHAT_BASE_URL /
+MURMURSCOPE_CHAT_MODEL; the audio-LLM tool from MURMURSCOPE_AUDIO_LLM_URL / MURMURSCOPE_AUDIO_LLM_MODEL.
+Without a chat model the chat answers with the findings and the guidance, and says so.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import streamlit as st
+
+from assistant.audio import SITES, parse_name
+from assistant.errors import MurmurScopeError
+from assistant.labels import MURMUR_CLASSES
+
+AUDIO_TYPES = ["wav", "flac", "ogg", "mp3"]
+
+
+@st.cache_resource(show_spinner="Loading the models…")
+def load_consultation():
+    from assistant.agent import ChatModelConfig
+    from assistant.audio_llm import AudioLLMConfig
+    from assistant.consultation import Consultation
+    from assistant.findings import Analyzer
+
+    chat = ChatModelConfig.from_env()
+    url = os.environ.get("MURMURSCOPE_AUDIO_LLM_URL")
+    audio_llm = AudioLLMConfig(base_url=url, model=os.environ.get("MURMURSCOPE_AUDIO_LLM_MODEL",
+                                                                   "murmurscope-audio")) if url else None
+    return Consultation(Analyzer.load(), chat.chat_model(), audio_llm, chat_url=chat.base_url)
+
+
+def report(error: Exception) -> None:
+    if isinstance(error, MurmurScopeError):
+        st.error(str(error))
+    else:
+        st.error(f"Something went wrong ({type(error).__name__}); please try again or check the server log.")
+
+
+def analyse(files, sites: list[str | None]) -> None:
+    from assistant.uploads import anonymous, decode_upload
+
+    consultation = load_consultation()
+    recordings = []
+    for f, site in zip(files, sites):
+        try:
+            recordings.append(decode_upload(f.getvalue(), Path(f.name).suffix, site))
+        except MurmurScopeError as e:
+            raise type(e)(f"{f.name}: {anonymous(str(e))}") from None
+    if "conversation" in st.session_state:
+        consultation.end(st.session_state.conversation)
+    conversation = consultation.new_conversation()
+    ids = [consultation.attach(conversation, r) for r in recordings]
+    findings = consultation.analyzer.analyze(recordings, ids=ids)
+    st.session_state.update(conversation=conversation, recordings=recordings, findings=findings,
+                            names=[f.name for f in files], messages=[])
+
+
+def show_findings() -> None:
+    from assistant.plots import draw_probabilities, recording_figure
+
+    f = st.session_state.findings
+    st.subheader(f"Murmur: {f.murmur}")
+    cols = st.columns(len(MURMUR_CLASSES) + 1)
+    for col, c in zip(cols, MURMUR_CLASSES):
+        col.metric(f"P({c})", f"{100 * f.probabilities.get(c, 0.0):.0f}%")
+    cols[-1].metric("signal quality", f"{f.signal_quality:.2f}")
+    for w in f.warnings:
+        st.warning(w)
+    left, right = st.columns([2, 3])
+    fig, ax = plt.subplots(figsize=(5, 1.8), constrained_layout=True)
+    draw_probabilities(ax, f.probabilities, "murmur probabilities")
+    left.pyplot(fig)
+    plt.close(fig)
+    rows = [{"feature": name.replace("_", " "), "value": ft.label,
+             "probability": round(ft.probabilities.get(ft.label, 0.0), 2) if ft.label else None,
+             "confidence": "low" if ft.low_confidence else "ok"} for name, ft in f.features.items() if ft.label]
+    if f.murmur == "Present" and rows:
+        right.markdown("**Murmur features**")
+        right.dataframe(rows, hide_index=True)
+    else:
+        right.markdown("No murmur features: the murmur call is not *Present*.")
+    tabs = st.tabs([f"{r.id} · {r.site or '?'} · {name}" for r, name in zip(f.recordings, st.session_state.names)])
+    for tab, rec, rf in zip(tabs, st.session_state.recordings, f.recordings):
+        with tab:
+            s = rf.segmentation
+            st.caption(f"heart rate {f'{s.heart_rate:.0f} bpm' if s.heart_rate else 'not found'} · "
+                       f"{s.n_cycles} cycles · quality {s.quality:.2f}{'' if s.reliable else ' (unreliable)'} · "
+                       f"{s.message}")
+            fig = recording_figure(rec, s)
+            st.pyplot(fig)
+            plt.close(fig)
+    if f.guidance:
+        with st.expander("Guidance", expanded=False):
+            for k, p in enumerate(f.guidance, 1):
+                st.markdown(f"**[{k}] {p.citation()}**" + (f" — {p.url}" if p.url else ""))
+                st.write(p.text)
+    st.caption(f.disclaimer)
+
+
+def show_chat() -> None:
+    for m in st.session_state.messages:
+        with st.chat_message(m["role"]):
+            st.markdown(m["content"])
+    question = st.chat_input("Ask about these recordings")
+    if not question:
+        return
+    st.session_state.messages.append({"role": "user", "content": question})
+    with st.chat_message("user"):
+        st.markdown(question)
+    with st.chat_message("assistant"):
+        try:
+            reply = load_consultation().ask(st.session_state.conversation, question)
+        except Exception as e:  # noqa: BLE001 - shown as a message, never a traceback
+            report(e)
+            return
+        st.markdown(reply.text)
+    st.session_state.messages.append({"role": "assistant", "content": reply.text})
+
+
+def main() -> None:
+    st.set_page_config(page_title="MurmurScope", page_icon="🫀", layout="wide")
+    st.title("MurmurScope")
+    st.caption("Heart-murmur consultation from phonocardiograms. Decision support, not a diagnosis.")
+    files = st.file_uploader("Recordings, one per auscultation site", type=AUDIO_TYPES, accept_multiple_files=True)
+    sites: list[str | None] = []
+    for k, f in enumerate(files or []):
+        guess = parse_name(Path(f.name).stem)[1]
+        options = ["unknown", *SITES]
+        choice = st.selectbox(f"Site of {f.name}", options, index=options.index(guess) if guess else 0,
+                              key=f"site-{k}-{f.name}")
+        sites.append(None if choice == "unknown" else choice)
+    if st.button("Analyze", type="primary", disabled=not files):
+        with st.spinner("Analysing…"):
+            try:
+                analyse(files, sites)
+            except Exception as e:  # noqa: BLE001 - shown as a message, never a traceback
+                report(e)
+    if "findings" in st.session_state:
+        show_findings()
+        show_chat()
+
+
+main()

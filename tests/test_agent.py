@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import json
+
+from langchain_core.messages import AIMessage, ToolMessage
+
+from assistant.consultation import Consultation
+from tests.chat_doubles import ScriptedChatModel, call
+
+FINAL = "Murmur present (62%). Signal quality 0.8. See [1]. This is decision support, not a diagnosis."
+
+
+def scripted(*responses):
+    return ScriptedChatModel(responses=list(responses), seen=[])
+
+
+def tool_messages(model: ScriptedChatModel) -> list[ToolMessage]:
+    return [m for m in model.seen[-1] if isinstance(m, ToolMessage)]
+
+
+def test_agent_calls_tools_on_attached_recordings(fake_analyzer, synth_recordings):
+    model = scripted(
+        call("classify_murmur", {}, "c1"),
+        call("segment_recording", {"recording_id": "rec2"}, "c2"),
+        call("search_guidance", {"query": "holosystolic murmur referral"}, "c3"),
+        AIMessage(content=FINAL),
+    )
+    c = Consultation(fake_analyzer, chat_model=model)
+    conv = c.new_conversation()
+    for rec in synth_recordings:
+        c.attach(conv, rec)
+    reply = c.ask(conv, "Is there a murmur?")
+
+    assert reply.text == FINAL and reply.notice is None
+    assert reply.tools_called == ["classify_murmur", "segment_recording", "search_guidance"]
+    assert set(model.bound_tools) == {"segment_recording", "classify_murmur", "search_guidance"}
+    # The system prompt carries the rules; the first human turn lists the attached ids.
+    first = model.seen[0]
+    assert "decision support, not a diagnosis" in first[0].content
+    assert "rec1 (site AV" in first[1].content and "rec4 (site MV" in first[1].content
+    msgs = tool_messages(model)
+    findings = json.loads(msgs[0].content)
+    assert findings["murmur"] in ("Present", "Unknown", "Absent")
+    assert [r["id"] for r in findings["recordings"]] == ["rec1", "rec2", "rec3", "rec4"]
+    assert abs(sum(findings["probabilities"].values()) - 1) < 1e-3
+    seg = json.loads(msgs[1].content)
+    assert seg["recording_id"] == "rec2" and seg["site"] == "PV" and "quality" in seg and "intervals" not in seg
+    assert "[1]" in msgs[2].content
+
+
+def test_tool_failure_reaches_the_model_and_the_conversation_goes_on(fake_analyzer, synth_recordings):
+    model = scripted(
+        call("segment_recording", {"recording_id": "rec9"}, "c1"),
+        AIMessage(content="rec9 does not exist; the attached recording is rec1."),
+        call("segment_recording", {"recording_id": "rec1"}, "c2"),
+        AIMessage(content="done"),
+    )
+    c = Consultation(fake_analyzer, chat_model=model)
+    conv = c.new_conversation()
+    c.attach(conv, synth_recordings[0])
+    reply = c.ask(conv, "Segment rec9")
+    failed = tool_messages(model)[0]
+    assert failed.status == "error"
+    assert "no recording 'rec9'" in failed.content and "rec1" in failed.content
+    assert reply.text.startswith("rec9 does not exist")
+
+    # Same thread: the checkpointer kept the first turn, and the attachment is not announced twice.
+    reply = c.ask(conv, "Then rec1")
+    assert reply.text == "done"
+    history = model.seen[-1]
+    assert any("Segment rec9" in m.content for m in history if m.type == "human")
+    humans = [m.content for m in history if m.type == "human"]
+    assert humans[0].startswith("[Recordings attached: rec1") and humans[-1] == "Then rec1"
+    assert json.loads(tool_messages(model)[-1].content)["recording_id"] == "rec1"
+
+
+def test_internal_tool_errors_are_reported_without_details(fake_analyzer, synth_recordings, monkeypatch):
+    def broken(rec):
+        raise RuntimeError("secret internal path /data/x")
+
+    monkeypatch.setattr(fake_analyzer, "segment", broken)
+    model = scripted(call("segment_recording", {"recording_id": "rec1"}, "c1"), AIMessage(content="missing"))
+    c = Consultation(fake_analyzer, chat_model=model)
+    conv = c.new_conversation()
+    c.attach(conv, synth_recordings[0])
+    assert c.ask(conv, "go").text == "missing"
+    msg = tool_messages(model)[0]
+    assert msg.status == "error" and "RuntimeError" in msg.content and "secret" not in msg.content
+
+
+def test_conversations_do_not_see_each_others_recordings(fake_analyzer, synth_recordings):
+    model = scripted(call("segment_recording", {"recording_id": "rec2"}, "c1"), AIMessage(content="ok"))
+    c = Consultation(fake_analyzer, chat_model=model)
+    a, b = c.new_conversation(), c.new_conversation()
+    c.attach(a, synth_recordings[0])
+    c.attach(a, synth_recordings[1])
+    c.attach(b, synth_recordings[2])
+    c.ask(b, "segment rec2")
+    assert tool_messages(model)[0].status == "error"
+
+
+def test_audio_llm_tool_only_when_configured(fake_analyzer, synth_recordings):
+    from assistant.audio_llm import AudioLLMConfig
+
+    model = scripted(AIMessage(content="hi"))
+    Consultation(fake_analyzer, chat_model=model).ask("x", "hi")
+    assert "ask_audio_llm" not in model.bound_tools
+    model = scripted(AIMessage(content="hi"))
+    Consultation(fake_analyzer, chat_model=model,
+                 audio_llm=AudioLLMConfig(base_url="http://127.0.0.1:9/v1", model="m")).ask("x", "hi")
+    assert "ask_audio_llm" in model.bound_tools
+
+
+def test_without_chat_model_the_reply_is_findings_and_guidance(fake_analyzer, synth_recordings):
+    c = Consultation(fake_analyzer)
+    conv = c.new_conversation()
+    for rec in synth_recordings:
+        c.attach(conv, rec)
+    reply = c.ask(conv, "should I refer for echocardiography?")
+    assert reply.notice and "No chat model" in reply.notice
+    assert reply.findings is not None and reply.findings.guidance
+    assert reply.text.startswith("> No chat model")
+    assert f"**Murmur: {reply.findings.murmur}**" in reply.text
+    assert "[1]" in reply.text and "decision support, not a diagnosis" in reply.text
+
+
+def test_unreachable_chat_model_falls_back(fake_analyzer, synth_recordings):
+    from assistant.agent import ChatModelConfig
+
+    cfg = ChatModelConfig(base_url="http://127.0.0.1:9/v1", timeout=5)
+    c = Consultation(fake_analyzer, chat_model=cfg.chat_model(), chat_url=cfg.base_url)
+    conv = c.new_conversation()
+    c.attach(conv, synth_recordings[0])
+    reply = c.ask(conv, "murmur?")
+    assert "could not be used (unreachable)" in reply.notice and reply.findings is not None
+    streamed = "".join(c.stream(conv, "again?"))
+    assert "could not be used" in streamed and "**Murmur:" in streamed
+
+
+def test_stream_yields_the_final_answer(fake_analyzer, synth_recordings):
+    model = scripted(call("classify_murmur", {}, "c1"), AIMessage(content=FINAL))
+    c = Consultation(fake_analyzer, chat_model=model)
+    conv = c.new_conversation()
+    c.attach(conv, synth_recordings[0])
+    assert "".join(c.stream(conv, "murmur?")) == FINAL
+
+
+def test_chat_model_config_from_env(monkeypatch):
+    from assistant.agent import ChatModelConfig
+
+    monkeypatch.setenv("MURMURSCOPE_CHAT_BASE_URL", "http://h:8000/v1")
+    monkeypatch.setenv("MURMURSCOPE_CHAT_MODEL", "Qwen/Qwen2.5-1.5B-Instruct")
+    cfg = ChatModelConfig.from_env(api_key="k")
+    assert (cfg.base_url, cfg.model, cfg.api_key) == ("http://h:8000/v1", "Qwen/Qwen2.5-1.5B-Instruct", "k")
+    monkeypatch.delenv("MURMURSCOPE_CHAT_BASE_URL")
+    assert ChatModelConfig.from_env().chat_model() is None

@@ -1,0 +1,72 @@
+"""One real browser: Debian's chromium, headless, through playwright (never `playwright install`)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from assistant.audio import write_recording
+from tests.live_server import free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+SCREENSHOT = Path(__file__).resolve().parents[1] / "build" / "screenshots" / "streamlit_analysis.png"
+
+
+@pytest.fixture()
+def streamlit_url(tmp_path):
+    port = free_port()
+    env = {**os.environ, "MURMURSCOPE_CHAT_BASE_URL": ""}
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("run_streamlit.py")), "--server.port", str(port),
+         "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{url}/_stcore/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError("streamlit did not start")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium absent (apt-get install -y chromium)")
+def test_upload_and_see_results(streamlit_url, synth_recordings, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    wav = write_recording(tmp_path / "9001_MV.wav", synth_recordings[3])
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.goto(streamlit_url)
+        page.locator("input[type=file]").set_input_files(str(wav))
+        page.get_by_text("Site of 9001_MV.wav").wait_for(timeout=30_000)
+        page.get_by_role("button", name="Analyze").click()
+        page.get_by_text("Murmur:", exact=False).first.wait_for(timeout=120_000)
+        page.get_by_text("signal quality").first.wait_for()
+        figures = page.locator("[data-testid=stImage] img")
+        figures.nth(1).scroll_into_view_if_needed()
+        page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stImage] img')]"
+                               ".filter(i => i.complete && i.naturalWidth > 0).length >= 2", timeout=30_000)
+        page.get_by_text("heart rate", exact=False).first.wait_for()
+        assert "Traceback" not in page.content()
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        browser.close()
+    assert SCREENSHOT.stat().st_size > 50_000

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from tests.test_api import wav_bytes
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+
+
+@pytest.fixture()
+def app(fake_analyzer, monkeypatch):
+    from assistant.findings import Analyzer
+
+    monkeypatch.delenv("MURMURSCOPE_CHAT_BASE_URL", raising=False)
+    monkeypatch.setattr(Analyzer, "load", classmethod(lambda cls, config=None: fake_analyzer))
+    st.cache_resource.clear()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    yield at
+    st.cache_resource.clear()
+
+
+def test_upload_analyse_and_chat(app, synth_recordings):
+    assert not app.exception and app.button[0].disabled
+    app.file_uploader[0].set_value([(f"9001_{r.site}.wav", wav_bytes(r), "audio/wav") for r in synth_recordings[:2]])
+    app.run()
+    assert [s.value for s in app.selectbox] == ["AV", "PV"]
+    app.selectbox[1].set_value("TV")
+    app.button[0].click().run()
+    assert not app.exception and not app.error
+    assert app.subheader[0].value.startswith("Murmur: ")
+    assert [m.label for m in app.metric] == ["P(Present)", "P(Unknown)", "P(Absent)", "signal quality"]
+    assert [t.label for t in app.tabs] == ["rec1 · AV · 9001_AV.wav", "rec2 · TV · 9001_PV.wav"]
+    assert len(app.get("image")) >= 3  # probabilities + one waveform/spectrogram per recording
+
+    app.chat_input[0].set_value("Should I refer?").run()
+    assert not app.exception
+    answer = app.chat_message[-1].markdown[0].value
+    assert "No chat model" in answer and "**Murmur:" in answer and "rec2 | TV" in answer
+    assert [m.name for m in app.chat_message] == ["user", "assistant"]
+
+
+def test_bad_upload_is_a_message(app, synth_recordings):
+    app.file_uploader[0].set_value([("notes.wav", b"not audio at all", "audio/wav"),
+                                    ("9001_MV.wav", wav_bytes(synth_recordings[3]), "audio/wav")])
+    app.run()
+    app.button[0].click().run()
+    assert not app.exception
+    assert len(app.error) == 1 and app.error[0].value.startswith("notes.wav: ")
+    assert "Traceback" not in app.error[0].value and "findings" not in app.session_state
