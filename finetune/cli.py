@@ -1,9 +1,14 @@
 """`murmurscope finetune ...`: every training command."""
 
+from __future__ import annotations
+
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Console
+
+from finetune.tiny_model import DEFAULT_MODEL_ID
 
 app = typer.Typer(help="Train the segmenter, the murmur models and the audio-LLM.", no_args_is_help=True)
 
@@ -44,3 +49,95 @@ def segmenter(
     )
     written = train(config)
     typer.echo(f"wrote {written / 'segmenter.safetensors'} and {written / 'segmenter.json'}")
+
+
+out = Console()
+
+
+@app.command("qa")
+def qa(
+    circor_root: Annotated[Path, typer.Option(help="CirCor root (training layout: labels and .tsv).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write (must not hold a Q&A set).")],
+    max_clip_seconds: Annotated[float, typer.Option(help="Longest clip (whole cycles), at most 30 s.")] = 30.0,
+    clips_per_recording: Annotated[int, typer.Option(help="Clips cut from each recording (longest first).")] = 1,
+    max_patients: Annotated[int | None, typer.Option(help="Use only this many patients (smoke runs).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for question phrasings and negative questions.")] = 0,
+) -> None:
+    """Murmur-feature Q&A for the audio-LLM: cycle-aligned 16 kHz clips and JSONL, split by patient."""
+    from finetune.qa import QAConfig, build_qa
+
+    s = build_qa(QAConfig(circor_root, out_dir, max_clip_seconds, clips_per_recording, max_patients, seed))
+    out.print(f"wrote {s.rows['train']} train and {s.rows['val']} val rows ({s.clips} clips, patients "
+              f"{s.patients['train']}/{s.patients['val']}, cycles from {s.cycle_sources}, "
+              f"{s.skipped_recordings} recordings without cycles) to {s.out}")
+
+
+@app.command("tiny-model")
+def tiny_model(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write (must be new or empty).")],
+    vocabulary: Annotated[str, typer.Option(help="'bpe' (tiny trained BPE) or 'qwen' (real Qwen2 vocab).")] = "bpe",
+    hidden_size: Annotated[int, typer.Option(help="Language-model width (head size 64).")] = 128,
+    layers: Annotated[int, typer.Option(help="Language-model layers.")] = 2,
+    audio_layers: Annotated[int, typer.Option(help="Audio-encoder layers.")] = 2,
+    seed: Annotated[int, typer.Option(help="Weight-initialisation seed.")] = 0,
+) -> None:
+    """A tiny random Qwen2-Audio and its processor, built offline (tests and smoke runs)."""
+    from finetune.tiny_model import TinyModelConfig, write_tiny_model
+
+    cfg = TinyModelConfig(out_dir, vocabulary=vocabulary, hidden_size=hidden_size, layers=layers,
+                          audio_layers=audio_layers, heads=max(1, hidden_size // 64), seed=seed)
+    out.print(f"wrote a tiny Qwen2-Audio ({vocabulary} vocabulary) to {write_tiny_model(cfg)}")
+
+
+@app.command("sft")
+def sft(
+    data: Annotated[Path, typer.Option(help="Q&A folder from `murmurscope finetune qa`.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the adapter (or full model), log and plot.")],
+    model: Annotated[str, typer.Option(help="Hub id or folder of a Qwen2-Audio model.")] = DEFAULT_MODEL_ID,
+    lora: Annotated[bool, typer.Option(help="LoRA on the language model (off: train every weight).")] = True,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 16,
+    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.05,
+    lora_audio_encoder: Annotated[bool, typer.Option(help="Also put LoRA on the audio encoder.")] = False,
+    epochs: Annotated[float, typer.Option(help="Training epochs.")] = 1.0,
+    max_steps: Annotated[int, typer.Option(help="Stop after this many optimizer steps (-1: epochs decide).")] = -1,
+    batch_size: Annotated[int, typer.Option(help="Rows per device per step.")] = 1,
+    grad_accum: Annotated[int, typer.Option(help="Gradient-accumulation steps.")] = 8,
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate (cosine schedule).")] = 1e-4,
+    warmup_ratio: Annotated[float, typer.Option(help="Warm-up as a fraction of the steps.")] = 0.03,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Trade compute for memory (7B on one GPU).")] = False,
+    logging_steps: Annotated[int, typer.Option(help="Log the loss every N steps.")] = 10,
+    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps (0: only at the end).")] = 0,
+    max_train_rows: Annotated[int | None, typer.Option(help="Train on at most this many rows.")] = None,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 42,
+    report_to: Annotated[str, typer.Option(help="Trainer loggers: none, tensorboard, wandb ...")] = "none",
+) -> None:
+    """Fine-tune Qwen2-Audio on the murmur Q&A (TRL SFTTrainer, PEFT LoRA on the language model)."""
+    from finetune.sft import AudioSFTConfig, train
+
+    cfg = AudioSFTConfig(model=model, data=data, out=out_dir, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha,
+                         lora_dropout=lora_dropout, lora_audio_encoder=lora_audio_encoder, epochs=epochs,
+                         max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
+                         learning_rate=learning_rate, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
+                         gradient_checkpointing=gradient_checkpointing, logging_steps=logging_steps,
+                         save_steps=save_steps, max_train_rows=max_train_rows, seed=seed, report_to=report_to)
+    r = train(cfg)
+    out.print(f"{r.steps} steps in {r.runtime_s:.1f} s ({r.steps_per_second:.3f} steps/s), loss "
+              f"{r.losses[0] if r.losses else float('nan'):.3f} -> {r.losses[-1] if r.losses else float('nan'):.3f}, "
+              f"peak RSS {r.peak_rss_mib:.0f} MiB; wrote {r.out}")
+
+
+@app.command("merge")
+def merge(
+    base: Annotated[str, typer.Option(help="The base model the adapter was trained on (hub id or folder).")],
+    adapter: Annotated[Path, typer.Option(help="Adapter folder from `murmurscope finetune sft`.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the merged model (must be new or empty).")],
+    dtype: Annotated[str, typer.Option(help="auto (the checkpoint's), bfloat16, float16 or float32.")] = "auto",
+) -> None:
+    """Merge a LoRA adapter into its base and export the model and processor in the layout vLLM loads."""
+    from finetune.export import ExportError, merge_adapter
+
+    if dtype not in ("auto", "bfloat16", "float16", "float32"):
+        raise ExportError(f"--dtype must be auto, bfloat16, float16 or float32, not {dtype!r}")
+    out.print(f"wrote the merged model to {merge_adapter(base, adapter, out_dir, dtype)}")

@@ -1,0 +1,185 @@
+"""CirCor murmur-feature Q&A for the audio-LLM: cycle-aligned 16 kHz clips paired with one question each.
+
+Output folder (loads with `datasets.load_dataset("json", data_files=...)`):
+    train.jsonl, val.jsonl   one row per (clip, question): audio path relative to the folder, answer
+    clips/*.wav              16 kHz mono PCM clips of whole heart cycles, at most `max_clip_seconds`
+    meta.json                the config, row counts and where the cycle boundaries came from
+
+Which questions a clip gets:
+- murmur Present and the site is one of the patient's murmur locations: all 12 questions, answered
+  with the patient's labels ("no diastolic murmur" where CirCor has none);
+- Present but this site is not a murmur location: "is there a murmur?" -> Absent;
+- Absent: "is there a murmur?", "where is it loudest?" -> "no murmur", and one systolic and one
+  diastolic question (drawn at random) -> "no systolic/diastolic murmur", so the negatives do not
+  swamp the feature answers;
+- Unknown: "is there a murmur?" -> Unknown only (the recording is too poor to describe).
+The project split (`assistant.split`) decides each patient's side, so no patient is on both.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from assistant.audio import Recording, write_recording
+from assistant.circor import Patient, RecordingRef, read_folder
+from assistant.errors import DatasetError
+from assistant.labels import FEATURES
+from assistant.murmur_questions import PHRASINGS, PRESENCE, answer
+from assistant.segmentation import Segmentation, State
+from assistant.split import SplitConfig, split_patients
+
+CLIP_RATE = 16_000
+# Longer gaps between S1 onsets are annotation holes, not heart cycles (20 bpm).
+MAX_CYCLE_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class QAConfig:
+    circor_root: Path
+    out: Path
+    max_clip_seconds: float = 30.0
+    clips_per_recording: int = 1
+    max_patients: int | None = None
+    seed: int = 0
+    val_fraction: float = SplitConfig.val_fraction
+    split_seed: int = SplitConfig.seed
+
+
+@dataclass(frozen=True)
+class QASummary:
+    out: Path
+    rows: dict[str, int]
+    clips: int
+    patients: dict[str, int]
+    cycle_sources: dict[str, int]
+    skipped_recordings: int
+
+
+def annotation_cycles(seg: Segmentation) -> list[tuple[float, float]]:
+    """Heart cycles (S1 onset to the next S1 onset) from an annotation, skipping annotation holes."""
+    onsets = [iv.start for iv in seg.of(State.S1)]
+    return [(a, b) for a, b in zip(onsets, onsets[1:]) if 0.0 < b - a <= MAX_CYCLE_SECONDS]
+
+
+def recording_cycles(ref: RecordingRef, recording: Recording) -> tuple[list[tuple[float, float]], str]:
+    """Cycle boundaries and where they came from: the expert `.tsv` annotation."""
+    seg = ref.segmentation()
+    if seg is not None:
+        return annotation_cycles(seg), "tsv"
+    return [], "none"
+
+
+def group_cycles(cycles: list[tuple[float, float]], max_seconds: float) -> list[tuple[float, float]]:
+    """Runs of back-to-back cycles, each run as long as possible without exceeding `max_seconds`."""
+    clips: list[tuple[float, float]] = []
+    start = end = None
+    for a, b in cycles:
+        if b - a > max_seconds:
+            continue
+        if start is not None and abs(a - end) < 1e-3 and b - start <= max_seconds:
+            end = b
+            continue
+        if start is not None:
+            clips.append((start, end))
+        start, end = a, b
+    if start is not None:
+        clips.append((start, end))
+    return clips
+
+
+def clip_questions(patient: Patient, site: str | None, rng: np.random.Generator) -> list[tuple[str, str]]:
+    """(feature, answer) pairs for one clip of `patient` recorded at `site`."""
+    labels = patient.labels
+    if labels is None:
+        return []
+    if labels.murmur == "Unknown":
+        return [(PRESENCE, "Unknown")]
+    if labels.murmur == "Present":
+        if site not in labels.murmur_locations:
+            return [(PRESENCE, "Absent")]
+        return [(PRESENCE, "Present")] + [(f, answer(f, labels.feature(f))) for f in FEATURES]
+    systolic = [f for f in FEATURES if f.startswith("systolic")]
+    diastolic = [f for f in FEATURES if f.startswith("diastolic")]
+    picked = ["most_audible_location", str(rng.choice(systolic)), str(rng.choice(diastolic))]
+    return [(PRESENCE, "Absent")] + [(f, answer(f, None)) for f in picked]
+
+
+def _patients(config: QAConfig) -> tuple[list[Patient], dict[str, str]]:
+    patients = [p for p in read_folder(config.circor_root) if p.labels is not None]
+    if not patients:
+        raise DatasetError(f"{config.circor_root}: no labelled patients (the Q&A needs CirCor's training layout)")
+    split = split_patients(patients, SplitConfig(config.val_fraction, config.split_seed))
+    side = {p.patient_id: split.side(p.patient_id) for p in patients}
+    if config.max_patients is not None:
+        # Alternate sides so a small run still has both train and val patients.
+        train = [p for p in patients if side[p.patient_id] == "train"]
+        val = [p for p in patients if side[p.patient_id] == "val"]
+        mixed = [p for pair in zip(train, val) for p in pair] + train[len(val):] + val[len(train):]
+        patients = mixed[: config.max_patients]
+    return patients, side
+
+
+def build_qa(config: QAConfig) -> QASummary:
+    out = Path(config.out)
+    if any((out / name).exists() for name in ("train.jsonl", "val.jsonl", "clips")):
+        raise DatasetError(f"{out}: already holds a Q&A set; choose an empty folder")
+    if not 1.0 <= config.max_clip_seconds <= 30.0:
+        raise DatasetError("max_clip_seconds must lie between 1 and 30 (Qwen2-Audio hears at most 30 s)")
+    patients, side = _patients(config)
+    rng = np.random.default_rng(config.seed)
+    (out / "clips").mkdir(parents=True)
+    rows: dict[str, list[dict]] = {"train": [], "val": []}
+    sources: Counter[str] = Counter()
+    skipped = n_clips = 0
+    for patient in tqdm(patients, desc="Q&A", unit="patient"):
+        for ref in patient.recordings:
+            recording = ref.load(rate=CLIP_RATE)
+            cycles, source = recording_cycles(ref, recording)
+            clips = group_cycles(cycles, config.max_clip_seconds)
+            if not clips:
+                skipped += 1
+                continue
+            sources[source] += 1
+            clips.sort(key=lambda c: c[0] - c[1])  # longest first
+            for start, end in clips[: config.clips_per_recording]:
+                a, b = int(round(start * CLIP_RATE)), int(round(end * CLIP_RATE))
+                clip_name = f"{ref.name}_{a}_{b}.wav"
+                write_recording(out / "clips" / clip_name, Recording(recording.samples[a:b], CLIP_RATE))
+                n_clips += 1
+                n_cycles = sum(1 for c in cycles if c[0] >= start - 1e-3 and c[1] <= end + 1e-3)
+                for feature, reply in clip_questions(patient, ref.site, rng):
+                    variant = int(rng.integers(len(PHRASINGS[feature])))
+                    rows[side[patient.patient_id]].append({
+                        "id": f"{clip_name[:-4]}_{feature}",
+                        "patient_id": patient.patient_id,
+                        "site": ref.site,
+                        "audio": f"clips/{clip_name}",
+                        "start_s": round(start, 4),
+                        "end_s": round(end, 4),
+                        "n_cycles": n_cycles,
+                        "cycle_source": source,
+                        "feature": feature,
+                        "question": PHRASINGS[feature][variant],
+                        "answer": reply,
+                    })
+    for name, part in rows.items():
+        with (out / f"{name}.jsonl").open("w") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in part)
+    summary = QASummary(
+        out=out,
+        rows={k: len(v) for k, v in rows.items()},
+        clips=n_clips,
+        patients={k: len({r["patient_id"] for r in v}) for k, v in rows.items()},
+        cycle_sources=dict(sources),
+        skipped_recordings=skipped,
+    )
+    meta = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()}}
+    meta.update({k: v for k, v in asdict(summary).items() if k != "out"})
+    (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return summary

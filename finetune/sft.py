@@ -1,0 +1,185 @@
+"""Supervised fine-tuning of Qwen2-Audio on the murmur Q&A with TRL's SFTTrainer and a PEFT LoRA.
+
+LoRA goes on the language model's attention and MLP projections only (a bare `q_proj` would also
+hit the Whisper encoder's attention); `lora_audio_encoder` adds the encoder's projections. With
+`lora=False` every weight trains (how the learning check trains a micro model from scratch), and
+the result is written directly in the layout vLLM loads.
+
+On a GPU: bf16 weights and training. On CPU: fp32 with `use_cpu` (tests, smoke runs).
+Multi-GPU: `accelerate launch --config_file finetune/accelerate_fsdp.yaml -m finetune.sft_main ...`
+(see docs/audio_llm.md).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from assistant.errors import MurmurScopeError
+from finetune.tiny_model import DEFAULT_MODEL_ID
+
+LANGUAGE_MODEL_TARGETS = r".*language_model.*\.(q|k|v|o|gate|up|down)_proj"
+AUDIO_ENCODER_TARGETS = r".*audio_tower.*\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)"
+
+
+class SFTError(MurmurScopeError):
+    pass
+
+
+@dataclass
+class AudioSFTConfig:
+    """Mirrored one-to-one by `murmurscope finetune sft` options."""
+
+    model: str = DEFAULT_MODEL_ID
+    data: Path = Path("build/qa")
+    out: Path = Path("build/sft")
+    lora: bool = True
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_audio_encoder: bool = False
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 1
+    grad_accum: int = 8
+    learning_rate: float = 1e-4
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    gradient_checkpointing: bool = False
+    logging_steps: int = 10
+    save_steps: int = 0
+    max_train_rows: int | None = None
+    seed: int = 42
+    report_to: str = "none"
+    extra: dict = field(default_factory=dict)  # any further SFTConfig fields
+
+
+@dataclass(frozen=True)
+class SFTResult:
+    out: Path
+    steps: int
+    losses: list[float]
+    runtime_s: float
+    steps_per_second: float
+    peak_rss_mib: float
+    trainable_parameters: int
+
+
+def target_modules(audio_encoder: bool) -> str:
+    if audio_encoder:
+        return f"(?:{LANGUAGE_MODEL_TARGETS})|(?:{AUDIO_ENCODER_TARGETS})"
+    return LANGUAGE_MODEL_TARGETS
+
+
+def lora_config(config: AudioSFTConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=target_modules(config.lora_audio_encoder),
+        task_type="CAUSAL_LM",
+    )
+
+
+def load_qa(data: Path, max_train_rows: int | None = None):
+    from datasets import load_dataset
+
+    files = {name: str(data / f"{name}.jsonl") for name in ("train", "val")
+             if (data / f"{name}.jsonl").exists() and (data / f"{name}.jsonl").stat().st_size > 0}
+    if "train" not in files:
+        raise SFTError(f"{data}: no train.jsonl; build one with `murmurscope finetune qa`")
+    ds = load_dataset("json", data_files=files)
+    if max_train_rows is not None:
+        ds["train"] = ds["train"].shuffle(seed=0).select(range(min(max_train_rows, len(ds["train"]))))
+    return ds
+
+
+def load_model(model_id: str, on_gpu: bool):
+    import torch
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    dtype = torch.bfloat16 if on_gpu else torch.float32
+    try:
+        model = Qwen2AudioForConditionalGeneration.from_pretrained(model_id, dtype=dtype)
+        processor = AutoProcessor.from_pretrained(model_id)
+    except OSError as e:
+        raise SFTError(f"cannot load {model_id}: {str(e).splitlines()[0]}") from None
+    return model, processor
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def train(config: AudioSFTConfig) -> SFTResult:
+    import torch
+    from trl import SFTConfig, SFTTrainer
+
+    from finetune.audio_collator import AudioQACollator
+    from finetune.export import export_for_vllm
+    from finetune.plots import plot_losses
+
+    out = Path(config.out)
+    if out.exists() and any(out.iterdir()):
+        raise SFTError(f"{out}: not empty; choose a new folder")
+    data = Path(config.data)
+    ds = load_qa(data, config.max_train_rows)
+    on_gpu = torch.cuda.is_available()
+    model, processor = load_model(config.model, on_gpu)
+    args = SFTConfig(
+        output_dir=str(out),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="cosine",
+        logging_steps=config.logging_steps,
+        save_strategy="steps" if config.save_steps else "no",
+        save_steps=config.save_steps or 500,
+        gradient_checkpointing=config.gradient_checkpointing,
+        bf16=on_gpu,
+        use_cpu=not on_gpu,
+        seed=config.seed,
+        report_to=config.report_to,
+        # The collator needs the raw columns; TRL's tokenisation would drop the audio.
+        remove_unused_columns=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        dataloader_num_workers=0,
+        **config.extra,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=ds["train"],
+        data_collator=AudioQACollator(processor, data),
+        processing_class=processor,
+        peft_config=lora_config(config) if config.lora else None,
+    )
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    start = time.perf_counter()
+    result = trainer.train()
+    runtime = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    if config.lora:
+        trainer.model.save_pretrained(out)
+        processor.save_pretrained(out)
+    else:
+        export_for_vllm(trainer.model, processor, out)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    steps = int(result.global_step)
+    res = SFTResult(out, steps, losses, runtime, steps / runtime if runtime else 0.0, peak_rss_mib(), trainable)
+    log = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()},
+           "result": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(res).items()},
+           "log_history": trainer.state.log_history}
+    (out / "training_log.json").write_text(json.dumps(log, indent=2) + "\n")
+    if losses:
+        plot_losses(losses, config.logging_steps, out / "loss.png", title=f"SFT of {Path(config.model).name}")
+    return res
