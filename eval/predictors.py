@@ -1,7 +1,7 @@
 """Predictors an evaluation run can score, behind one small interface.
 
 Every predictor receives `patient.unlabelled()` only; labels never leave the runner. `--predictor` takes
-`classifier`, `audio-llm`, `majority` or `csv:PATH`.
+`classifier` (shipped weights) or `classifier:DIR`, `audio-llm`, `majority` or `csv:PATH`.
 """
 
 from __future__ import annotations
@@ -152,19 +152,23 @@ class CsvPredictor:
 
 
 class ClassifierPredictor:
-    """The project's murmur classifier (assistant/murmur.py) with its shipped weights."""
+    """The project's murmur classifier (assistant/murmur.py): its shipped weights, or a model folder."""
 
     name = "classifier"
 
-    def __init__(self):
+    def __init__(self, folder: Path | None = None):
         try:
-            from assistant.murmur import MurmurModel
+            from assistant import murmur
         except ImportError as e:
             raise PredictorError(f"the murmur classifier is not available in this install ({e})") from e
-        self.model = MurmurModel.load()
+        self.folder = Path(folder) if folder is not None else Path(murmur.WEIGHTS_DIR)
+        self.model = murmur.MurmurModel.load(folder)
 
     def fingerprint(self) -> dict:
-        return {"predictor": "classifier"}
+        digest = hashlib.sha256()
+        for f in sorted(self.folder.glob("murmur*")):
+            digest.update(f.name.encode() + f.read_bytes())
+        return {"predictor": "classifier", "weights_sha256": digest.hexdigest()}
 
     def predict(self, patient: Patient) -> PatientOutput:
         pred = self.model.predict_patient(patient)
@@ -185,8 +189,10 @@ def build_predictor(spec: str, fit_patients: list[Patient], binary_truth: dict[s
         return CsvPredictor(Path(spec[4:]))
     if spec == "classifier":
         return ClassifierPredictor()
+    if spec.startswith("classifier:"):
+        return ClassifierPredictor(Path(spec[len("classifier:"):]))
     if spec == "audio-llm":
         from eval.llm_predictor import AudioLLMPredictor
 
         return AudioLLMPredictor.connect(endpoint, model)
-    raise PredictorError(f"unknown predictor {spec!r}: use classifier, audio-llm, majority or csv:PATH")
+    raise PredictorError(f"unknown predictor {spec!r}: use classifier[:DIR], audio-llm, majority or csv:PATH")
