@@ -1,7 +1,7 @@
 """Predictors an evaluation run can score, behind one small interface.
 
 Every predictor receives `patient.unlabelled()` only; labels never leave the runner. `--predictor` takes
-`classifier`, `audio-llm`, `majority` or `csv:PATH`.
+`classifier` (shipped weights) or `classifier:DIR`, `audio-llm`, `majority` or `csv:PATH`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ class PatientOutput:
     probabilities: dict[str, float] | None = None
     features: dict[str, str | None] = field(default_factory=dict)
     answers: dict[str, list[str]] = field(default_factory=dict)  # raw audio-LLM replies, for the record
+    # A feature head's top label whatever the murmur call (the classifier names features only when it calls
+    # Present); scored separately, so the head can be judged apart from the murmur decision.
+    feature_head: dict[str, str | None] | None = None
 
     def csv_row(self) -> dict[str, str]:
         row = {"patient_id": self.patient_id, "murmur": self.murmur or ""}
@@ -45,12 +48,12 @@ class PatientOutput:
 
     def to_json(self) -> dict:
         return {"patient_id": self.patient_id, "murmur": self.murmur, "probabilities": self.probabilities,
-                "features": self.features, "answers": self.answers}
+                "features": self.features, "answers": self.answers, "feature_head": self.feature_head}
 
     @classmethod
     def from_json(cls, d: dict) -> PatientOutput:
         return cls(d["patient_id"], d.get("murmur"), d.get("probabilities"), d.get("features") or {},
-                   d.get("answers") or {})
+                   d.get("answers") or {}, d.get("feature_head"))
 
 
 class Predictor(Protocol):
@@ -149,25 +152,32 @@ class CsvPredictor:
 
 
 class ClassifierPredictor:
-    """The project's murmur classifier (assistant/murmur.py) with its shipped weights."""
+    """The project's murmur classifier (assistant/murmur.py): its shipped weights, or a model folder."""
 
     name = "classifier"
 
-    def __init__(self):
+    def __init__(self, folder: Path | None = None):
         try:
-            from assistant.murmur import MurmurModel
+            from assistant import murmur
         except ImportError as e:
             raise PredictorError(f"the murmur classifier is not available in this install ({e})") from e
-        self.model = MurmurModel.load()
+        self.folder = Path(folder) if folder is not None else Path(murmur.WEIGHTS_DIR)
+        self.model = murmur.MurmurModel.load(folder)
 
     def fingerprint(self) -> dict:
-        return {"predictor": "classifier"}
+        digest = hashlib.sha256()
+        for f in sorted(self.folder.glob("murmur*")):
+            digest.update(f.name.encode() + f.read_bytes())
+        return {"predictor": "classifier", "weights_sha256": digest.hexdigest()}
 
     def predict(self, patient: Patient) -> PatientOutput:
         pred = self.model.predict_patient(patient)
-        features = {name: pred.features[name].label if name in pred.features else None for name in FEATURES}
+        found = [pred.features.get(name) for name in FEATURES]
+        features = {name: f.label if f else None for name, f in zip(FEATURES, found)}
+        head = {name: max(f.probabilities, key=f.probabilities.get) if f and f.probabilities else None
+                for name, f in zip(FEATURES, found)}
         probs = {c: float(pred.probabilities[c]) for c in MURMUR_CLASSES} if pred.probabilities else None
-        return PatientOutput(patient.patient_id, pred.murmur, probs, features)
+        return PatientOutput(patient.patient_id, pred.murmur, probs, features, feature_head=head)
 
 
 def build_predictor(spec: str, fit_patients: list[Patient], binary_truth: dict[str, str] | None = None,
@@ -179,8 +189,10 @@ def build_predictor(spec: str, fit_patients: list[Patient], binary_truth: dict[s
         return CsvPredictor(Path(spec[4:]))
     if spec == "classifier":
         return ClassifierPredictor()
+    if spec.startswith("classifier:"):
+        return ClassifierPredictor(Path(spec[len("classifier:"):]))
     if spec == "audio-llm":
         from eval.llm_predictor import AudioLLMPredictor
 
         return AudioLLMPredictor.connect(endpoint, model)
-    raise PredictorError(f"unknown predictor {spec!r}: use classifier, audio-llm, majority or csv:PATH")
+    raise PredictorError(f"unknown predictor {spec!r}: use classifier[:DIR], audio-llm, majority or csv:PATH")

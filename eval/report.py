@@ -172,14 +172,16 @@ def write_tables(metrics: dict, rows: list[dict], out: Path) -> list[str]:
         _write_csv(out / "murmur_confusion.csv", ["expert \\ predicted", *MURMUR_CLASSES],
                    [[c, *r] for c, r in zip(MURMUR_CLASSES, m["confusion"]["matrix"])])
         frows = []
-        for name, f in metrics["features"].items():
-            frows.append([name, f["n"], f["n_unanswered"], f["accuracy"]["value"], *f["accuracy"]["ci95"],
-                          f["uar"]["value"], *f["uar"]["ci95"], f["macro_f1"]["value"], *f["macro_f1"]["ci95"],
-                          f["majority_baseline"]["label"], f["majority_baseline"]["accuracy"],
-                          f["majority_baseline"]["uar"]])
+        for view, key in (("end_to_end", "features"), ("head", "features_head")):
+            for name, f in metrics.get(key, {}).items():
+                frows.append([view, name, f["n"], f["n_unanswered"], f["accuracy"]["value"], *f["accuracy"]["ci95"],
+                              f["uar"]["value"], *f["uar"]["ci95"], f["macro_f1"]["value"], *f["macro_f1"]["ci95"],
+                              f["majority_baseline"]["label"], f["majority_baseline"]["accuracy"],
+                              f["majority_baseline"]["uar"]])
         _write_csv(out / "feature_metrics.csv",
-                   ["feature", "n", "n_unanswered", "accuracy", "acc_lo", "acc_hi", "uar", "uar_lo", "uar_hi",
-                    "macro_f1", "f1_lo", "f1_hi", "majority_label", "majority_accuracy", "majority_uar"], frows)
+                   ["view", "feature", "n", "n_unanswered", "accuracy", "acc_lo", "acc_hi", "uar", "uar_lo",
+                    "uar_hi", "macro_f1", "f1_lo", "f1_hi", "majority_label", "majority_accuracy", "majority_uar"],
+                   frows)
         written += ["murmur_metrics.csv", "murmur_confusion.csv", "feature_metrics.csv"]
     if "binary" in metrics:
         b = metrics["binary"]
@@ -193,6 +195,21 @@ def write_tables(metrics: dict, rows: list[dict], out: Path) -> list[str]:
                  r["split_protocol"], r["why"]] for r in rows])
     written.append("baselines.csv")
     return written
+
+
+def _feature_table(features: dict) -> list[str]:
+    lines = ["| feature | n | accuracy [95% CI] | UAR [95% CI] | macro F1 | majority (acc / UAR) | unanswered |",
+             "|---|---|---|---|---|---|---|"]
+    for name in FEATURES:
+        f = features[name]
+        if f["n"] == 0:
+            lines.append(f"| {name} | 0 | — | — | — | — | — |")
+            continue
+        mb = f["majority_baseline"]
+        lines.append(f"| {name} | {f['n']} | {_ci(f['accuracy'])} | {_ci(f['uar'])} | "
+                     f"{_fmt(f['macro_f1']['value'])} | {mb['label']}: {_fmt(mb['accuracy'])} / "
+                     f"{_fmt(mb['uar'])} | {f['n_unanswered']} |")
+    return lines
 
 
 def render_markdown(metrics: dict, rows: list[dict], files: list[str]) -> str:
@@ -222,18 +239,14 @@ def render_markdown(metrics: dict, rows: list[dict], files: list[str]) -> str:
         lines += ["", "## Murmur features", "",
                   f"Scored on {metrics['feature_population']}. The majority baseline predicts the most frequent "
                   f"label among the Present patients of the {fit['split']} split ({fit['n']} patients). "
-                  "A missing or unparseable answer counts as wrong.", "",
-                  "| feature | n | accuracy [95% CI] | UAR [95% CI] | macro F1 | majority (acc / UAR) | unanswered |",
-                  "|---|---|---|---|---|---|---|"]
-        for name in FEATURES:
-            f = metrics["features"][name]
-            if f["n"] == 0:
-                lines.append(f"| {name} | 0 | — | — | — | — | — |")
-                continue
-            mb = f["majority_baseline"]
-            lines.append(f"| {name} | {f['n']} | {_ci(f['accuracy'])} | {_ci(f['uar'])} | "
-                         f"{_fmt(f['macro_f1']['value'])} | {mb['label']}: {_fmt(mb['accuracy'])} / "
-                         f"{_fmt(mb['uar'])} | {f['n_unanswered']} |")
+                  "A missing or unparseable answer counts as wrong: this is the end-to-end view, as "
+                  "predictions.csv holds it (a predictor that names features only after calling Present loses "
+                  "the patients whose murmur it missed).", ""] + _feature_table(metrics["features"])
+        if "features_head" in metrics:
+            lines += ["", "### Feature heads alone", "",
+                      "The same patients scored on each feature head's top label whatever the murmur call, which "
+                      "judges the heads apart from the murmur decision.", ""] + _feature_table(
+                metrics["features_head"])
     if "binary" in metrics:
         b = metrics["binary"]
         lines += ["", "## PhysioNet 2016 (abnormal / normal)", "", f"Mapping: {b['mapping']} "

@@ -129,7 +129,8 @@ def predict_all(evalset: EvalSet, predictor: Predictor, cache_path: Path, worker
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
+                # Finished patients are saved before any failure among them is raised.
+                for fut in sorted(done, key=lambda f: f.exception() is not None):
                     out = fut.result()
                     with lock:
                         fh.write(json.dumps(out.to_json()) + "\n")

@@ -23,17 +23,24 @@ def score_circor(evalset: EvalSet, outputs: list[PatientOutput], resamples: int,
     truth = [patients[o.patient_id].labels.murmur for o in outputs]
     murmur = murmur_metrics(truth, [o.murmur for o in outputs], _probs(outputs), resamples, seed)
     baseline = MajorityPredictor([patients[i] for i in evalset.fit])
-    features = {}
-    # Features are annotated only for Present patients: they are scored there, where the label exists.
-    for name, vocab in FEATURES.items():
-        pairs = [(patients[o.patient_id].labels.feature(name), o.features.get(name)) for o in outputs
-                 if patients[o.patient_id].labels.murmur == "Present"]
-        pairs = [(t, p) for t, p in pairs if t is not None]
-        features[name] = feature_metrics(name, vocab, [t for t, _ in pairs], [p for _, p in pairs],
-                                         baseline.features[name], resamples, seed).to_dict()
-    return {"murmur": murmur.to_dict(), "features": features,
-            "feature_population": "patients whose expert murmur label is Present and whose feature label is set",
-            "majority_fit": {"split": "train" if evalset.split == "val" else evalset.split, "n": len(evalset.fit)}}
+
+    def by_feature(pick) -> dict:
+        scores = {}
+        # Features are annotated only for Present patients: they are scored there, where the label exists.
+        for name, vocab in FEATURES.items():
+            pairs = [(patients[o.patient_id].labels.feature(name), pick(o).get(name)) for o in outputs
+                     if patients[o.patient_id].labels.murmur == "Present"]
+            pairs = [(t, p) for t, p in pairs if t is not None]
+            scores[name] = feature_metrics(name, vocab, [t for t, _ in pairs], [p for _, p in pairs],
+                                           baseline.features[name], resamples, seed).to_dict()
+        return scores
+
+    result = {"murmur": murmur.to_dict(), "features": by_feature(lambda o: o.features),
+              "feature_population": "patients whose expert murmur label is Present and whose feature label is set",
+              "majority_fit": {"split": "train" if evalset.split == "val" else evalset.split, "n": len(evalset.fit)}}
+    if all(o.feature_head is not None for o in outputs):
+        result["features_head"] = by_feature(lambda o: o.feature_head)
+    return result
 
 
 def to_binary(murmur: str | None, unknown_as: str) -> str:

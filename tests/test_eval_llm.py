@@ -38,7 +38,7 @@ def _cli(*args):
 def test_batch_round_trip(small_root, tmp_path):
     import soundfile as sf
 
-    pytest.importorskip("assistant.audio_llm", reason="the audio-LLM client has not landed in this checkout")
+    pytest.importorskip("assistant.murmur_questions", reason="the audio-LLM client has not landed in this checkout")
     from assistant.murmur_questions import QUESTION_FEATURES, answer
     from eval.batch import SEP, read_batch_output
 

@@ -1,0 +1,51 @@
+"""The classifier predictor: the run's predictions are the model's own, and its scores follow from them."""
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from assistant.labels import FEATURES
+
+ROOT = Path(__file__).resolve().parents[1]
+# A file check, not an import: other tests register stand-ins for modules that have not landed yet.
+pytestmark = pytest.mark.skipif(not (ROOT / "assistant" / "murmur.py").exists(),
+                                reason="the murmur classifier has not landed in this checkout")
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory):
+    from assistant.murmur import MurmurConfig, MurmurModel
+
+    folder = tmp_path_factory.mktemp("murmur_model")
+    MurmurModel(MurmurConfig()).save(folder)
+    return folder
+
+
+def test_classifier_run_reproduces_the_model(random_model, tmp_path):
+    from assistant.circor import read_folder
+    from assistant.murmur import MurmurModel
+    from assistant.synth import write_circor_folder
+    from eval.metrics import weighted_accuracy
+    from eval.runner import RunConfig, run
+
+    root = tmp_path / "data"
+    write_circor_folder(root, n_patients=4, seed=2, duration=4.0)
+    result = run(RunConfig(root, f"classifier:{random_model}", tmp_path / "out", split="all", workers=2,
+                           bootstrap=20, progress=False))
+    model = MurmurModel.load(random_model)
+    patients = read_folder(root)
+    expected = {p.patient_id: model.predict_patient(p.unlabelled()) for p in patients}
+    with (tmp_path / "out" / "predictions.csv").open() as fh:
+        rows = {r["patient_id"]: r for r in csv.DictReader(fh)}
+    for pid, pred in expected.items():
+        want = pred.csv_row()
+        got = rows[pid]
+        assert got["murmur"] == want["murmur"]
+        assert all(got[name] == want[name] for name in FEATURES)
+        for col in ("p_present", "p_unknown", "p_absent"):
+            assert float(got[col]) == pytest.approx(float(want[col]), abs=1e-4)
+    truth = [p.labels.murmur for p in patients]
+    wacc = weighted_accuracy(truth, [expected[p.patient_id].murmur for p in patients])
+    assert result.metrics["murmur"]["weighted_accuracy"]["value"] == pytest.approx(wacc)
+    assert "features_head" in result.metrics and result.metrics["murmur"]["auroc"] is not None

