@@ -275,6 +275,7 @@ def serve_llm(
         server.process.wait()
 
 
+@app.command()
 def predict(
     path: Annotated[Path, typer.Argument(help="CirCor-layout folder (.wav or .flac), a patient's folder or a file.")],
     out_csv: Annotated[Path, typer.Option("--out", help="CSV to write, one row per patient.")],

@@ -198,6 +198,7 @@ def consult_bench(
     Console().print(f"wrote {out_dir / 'consult_bench.json'} and {out_dir / 'consult_bench.png'}")
 
 
+@app.command("classifier")
 def classifier(
     circor_root: Annotated[Path, typer.Option(help="Labelled CirCor folder; its validation split is scored.")],
     model: Annotated[Path | None, typer.Option(help="Model folder (default: the shipped weights).")] = None,
