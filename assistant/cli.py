@@ -131,9 +131,9 @@ def segment(
     if emission not in (None, "neural", "logistic"):
         raise MurmurScopeError(f"--emission must be neural or logistic, not {emission!r}")
     if path.is_dir():
-        segment_folder(path, out, plot=plot, force=force, emission=emission, console=Console())
+        segment_folder(path, out, plot=plot, force=force, emission=emission, console=Console(soft_wrap=True))
     else:
-        segment_file(path, out, plot=plot, force=force, emission=emission, console=Console())
+        segment_file(path, out, plot=plot, force=force, emission=emission, console=Console(soft_wrap=True))
 
 
 @app.command()
