@@ -261,11 +261,67 @@ def serve_llm(
     vllm_python: Annotated[str | None, typer.Option(help="Interpreter with vLLM (default: .venv-vllm).")] = None,
 ) -> None:
     """vLLM's OpenAI-compatible server on the audio-LLM; returns when stopped (Ctrl-C)."""
+    import signal
+
     from assistant.llm_service import LLMServerConfig, default_vllm_python, start_llm_server
 
+    # vLLM runs in its own session: a SIGTERM to this command must still stop it (the `with` below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     cfg = LLMServerConfig(model=model, host=host, port=port, served_model_name=served_model_name, dtype=dtype,
                           max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
                           enforce_eager=enforce_eager, vllm_python=vllm_python or default_vllm_python())
     with start_llm_server(cfg) as server:
         out.print(f"audio-LLM ready after {server.ready_after:.0f} s: {cfg.base_url} (model {cfg.name!r})")
         server.process.wait()
+
+
+@app.command()
+def predict(
+    path: Annotated[Path, typer.Argument(help="CirCor-layout folder (.wav or .flac), a patient's folder or a file.")],
+    out_csv: Annotated[Path, typer.Option("--out", help="CSV to write, one row per patient.")],
+    model: Annotated[Path | None, typer.Option(help="Folder with murmur.json + murmur.safetensors (default: shipped).")]
+    = None,
+    decision: Annotated[str | None, typer.Option(help="head (default) or niizumi (any recording Present -> Present).")]
+    = None,
+    force: Annotated[bool, typer.Option(help="Overwrite --out if it exists.")] = False,
+) -> None:
+    """Murmur (Present/Unknown/Absent), probabilities and the 11 murmur features per patient. Never reads labels."""
+    import csv
+    from dataclasses import replace
+
+    from tqdm.auto import tqdm
+
+    from assistant.audio import load_recording
+    from assistant.circor import read_folder
+    from assistant.labels import PREDICTION_COLUMNS
+    from assistant.murmur import DECISIONS, MurmurModel
+
+    if out_csv.exists() and not force:
+        raise MurmurScopeError(f"{out_csv}: exists; pass --force to overwrite it")
+    if decision is not None and decision not in DECISIONS:
+        raise MurmurScopeError(f"--decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
+    if not path.exists():
+        raise MurmurScopeError(f"{path}: no such file or folder")
+    murmur_model = MurmurModel.load(model)
+    if decision is not None:
+        murmur_model.config = replace(murmur_model.config, decision=decision)
+    if path.is_file():
+        rec = load_recording(path)
+        predictions = [murmur_model.predict_recordings([rec], patient_id=rec.patient_id or path.stem)]
+    else:
+        patients = read_folder(path)
+        predictions = []
+        for patient in tqdm(patients, desc="patients", disable=len(patients) < 2):
+            predictions.append(murmur_model.predict_patient(patient))
+    rows = []
+    for p in predictions:
+        for w in p.warnings:
+            err.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
+        rows.append(p.csv_row())
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with out_csv.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(PREDICTION_COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows)
+    counts = {c: sum(r["murmur"] == c for r in rows) for c in ("Present", "Unknown", "Absent")}
+    err.print(f"wrote {len(rows)} patients to {out_csv} ({', '.join(f'{k} {v}' for k, v in counts.items())})")

@@ -6,6 +6,10 @@ non-causal temporal convolutional network (residual blocks with dilations 1, 2, 
 envelopes and the log spectrogram, so each frame sees about 2.5 s of context, more than a heart
 cycle. Convolutions rather than a GRU keep training and inference fast on one CPU core. Both feed
 the same HSMM, which divides the posterior by the state prior to get a scaled likelihood.
+
+The network has a fifth output, "no heart sound here", trained on generated non-heart audio (noise,
+hum, speech, music, random knocks; `assistant.nonheart`), so that the segmenter can tell a recording
+with no cycles from a hard one instead of forcing four states onto it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ class NetConfig:
     kernel: int = 3
     levels: int = 6
     dropout: float = 0.1
+    reject_class: bool = True
 
 
 class _Block(nn.Module):
@@ -49,16 +54,20 @@ class SegmenterNet(nn.Module):
         self.blocks = nn.Sequential(
             *(_Block(config.channels, config.kernel, 2**i, config.dropout) for i in range(config.levels))
         )
-        self.head = nn.Conv1d(config.channels, N_STATES, 1)
+        self.head = nn.Conv1d(config.channels, N_STATES + int(config.reject_class), 1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """(batch, frames, features) -> (batch, frames, 4) logits."""
+        """(batch, frames, features) -> (batch, frames, 4 or 5) logits; the fifth is "not a heart sound"."""
         return self.head(self.blocks(self.inp(features.transpose(1, 2)))).transpose(1, 2)
 
     @torch.inference_mode()
-    def posteriors(self, features: np.ndarray) -> np.ndarray:
+    def posteriors(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """P(state | features, heart audio) (T, 4) and P(not heart audio | features) (T,)."""
         logits = self(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))[None])[0]
-        return torch.softmax(logits, dim=-1).numpy().astype(np.float64)
+        p = torch.softmax(logits, dim=-1).numpy().astype(np.float64)
+        heart = p[:, :N_STATES]
+        none = p[:, N_STATES] if self.config.reject_class else np.zeros(p.shape[0])
+        return heart / heart.sum(axis=1, keepdims=True), none
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,8 @@ def autocorrelation_heart_rate(
     if peaks.size == 0:
         return HeartRateEstimate(float("nan"), 0.0)
     best = seg[peaks].max()
+    if best <= 0:
+        return HeartRateEstimate(float("nan"), 0.0)
     chosen = peaks[np.flatnonzero(seg[peaks] >= 0.85 * best)[0]]
     # Parabolic interpolation gives sub-frame resolution (1 frame is 20 ms, ~2 bpm at 100 bpm).
     a, b, c = seg[chosen - 1], seg[chosen], seg[chosen + 1]

@@ -40,6 +40,7 @@ class SegmenterConfig:
     max_bpm: float = 220.0
     min_quality: float = 0.5
     min_cycles: int = 3
+    max_not_heart: float = 0.5  # a second of audio more likely not heart audio than heart audio gets state 0
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,12 @@ class QualityStats:
     agreement: float  # mean posterior of the decoded state: does the emission model back the path up?
     periodicity: float  # autocorrelation peak at the heart period
     regularity: float  # 1 - coefficient of variation of the cycle lengths, clipped
+    heart_audio: float  # mean probability that a frame is heart audio at all
 
     @property
     def quality(self) -> float:
-        return float(np.clip(self.agreement, 0, 1) * np.clip(self.periodicity, 0, 1) ** 0.5 * self.regularity**0.5)
+        periodic = np.clip(self.periodicity, 0, 1) * np.clip(self.regularity, 0, 1)
+        return float(np.clip(self.agreement, 0, 1) * np.sqrt(periodic) * np.clip(self.heart_audio, 0, 1))
 
 
 @dataclass(frozen=True)
@@ -118,7 +121,8 @@ class Segmenter:
         tensors["logistic.coef"] = self.logistic.coef.astype(np.float32)
         tensors["logistic.intercept"] = self.logistic.intercept.astype(np.float32)
         weights = directory / f"{name}.safetensors"
-        save_file(tensors, str(weights))
+        # safetensors writes the raw buffer: a Fortran-ordered array (sklearn's coef_) would come back transposed.
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(weights))
         meta = {
             "format": 1,
             "net": asdict(self.net.config),
@@ -156,10 +160,12 @@ class Segmenter:
                    _config_from(meta["config"]), envelopes, {k: v for k, v in meta.items() if k not in known})
 
     # -- inference -----------------------------------------------------------------------------------
-    def posteriors(self, features: np.ndarray) -> np.ndarray:
+    def posteriors(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """State posteriors (T, 4) and the probability that a frame is not heart audio at all (T,)."""
         if self.config.emission == "neural":
             return self.net.posteriors(features)
-        return self.logistic.posteriors(features)
+        post = self.logistic.posteriors(features)
+        return post, np.zeros(post.shape[0])
 
     def segment(self, rec: Recording) -> SegmentResult:
         features = frame_features(rec.samples, rec.rate, self.envelopes)
@@ -167,28 +173,31 @@ class Segmenter:
 
     def segment_features(self, features: np.ndarray) -> SegmentResult:
         t = features.shape[0]
-        post = self.posteriors(features)
+        post, not_heart = self.posteriors(features)
         # Springer's rate comes from the homomorphic envelope; the network's S1 posterior is a cleaner
         # pulse train (S2 does not show up at half the period), so the neural variant uses that.
         pulse = post[:, 0] if self.config.emission == "neural" else features[:, 0]
         hr = autocorrelation_heart_rate(pulse, FRAME_RATE, self.config.min_bpm, self.config.max_bpm)
         if not np.isfinite(hr.heart_rate):
-            return _unreliable(t, QualityStats(0.0, hr.confidence, 0.0))
+            return _unreliable(t, QualityStats(0.0, hr.confidence, 0.0, 1.0 - float(not_heart.mean())))
         log_duration, log_survival = self.durations.log_tables(hr.heart_rate, FRAME_RATE)
         log_emission = np.log(post + 1e-6) - np.log(self.prior)
         decoded = viterbi(log_emission, log_duration, log_survival).states
         states = (decoded + 1).astype(np.int8)
+        local = np.convolve(not_heart, np.full(FRAME_RATE, 1.0 / FRAME_RATE), mode="same")
+        states[local > self.config.max_not_heart] = State.UNANNOTATED
         cycles = _cycle_frames(states)
         lengths = np.array([b - a for a, b in cycles], dtype=np.float64)
         regularity = float(np.clip(1 - lengths.std() / lengths.mean(), 0, 1)) if lengths.size >= 2 else 0.0
-        stats = QualityStats(float(post[np.arange(t), decoded].mean()), hr.confidence, regularity)
+        stats = QualityStats(float(post[np.arange(t), decoded].mean()), hr.confidence, regularity,
+                             1.0 - float(not_heart.mean()))
         if stats.quality < self.config.min_quality or len(cycles) < self.config.min_cycles:
             return _unreliable(t, stats)
         return SegmentResult(
             segmentation=Segmentation.from_states(states, FRAME_RATE),
             frame_rate=float(FRAME_RATE),
             states=states,
-            heart_rate=float(60.0 * FRAME_RATE / np.median(lengths)),
+            heart_rate=float(60.0 * FRAME_RATE / np.median(lengths)) if lengths.size else None,
             heart_rate_confidence=float(np.sqrt(np.clip(hr.confidence, 0, 1) * regularity)),
             quality=stats.quality,
             reliable=True,

@@ -178,7 +178,8 @@ def plot(rows: list[dict], summary: dict, path: Path) -> Path:
         b.plot(lim, lim, color="grey", lw=0.8)
     b.set_xlabel("annotated heart rate (bpm)")
     b.set_ylabel("segmenter heart rate (bpm)")
-    b.set_title(f"median |error| {summary['hr_median_abs_error_bpm']} bpm".replace("None", "n/a"))
+    hr = summary["hr_median_abs_error_bpm"]
+    b.set_title(f"median |error| {hr:.2f} bpm" if hr is not None else "no heart-rate estimates")
     fig.suptitle(f"segmenter ({summary['emission']}) on {summary['recordings']} validation recordings", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -27,6 +27,8 @@ def segmenter(
     levels: Annotated[int, typer.Option(help="Dilated residual blocks (dilations 1, 2, ... 2^(levels-1)).")] = 6,
     emission: Annotated[str, typer.Option(help="Default emission saved: neural or logistic.")] = "neural",
     max_recordings: Annotated[Optional[int], typer.Option(help="Use at most this many recordings.")] = None,
+    non_heart: Annotated[int, typer.Option(help="Generated non-heart recordings (the reject class).")] = 300,
+    synthetic: Annotated[int, typer.Option(help="Generated heart recordings added to the network's data.")] = 200,
     workers: Annotated[int, typer.Option(help="Processes computing features.")] = 2,
     threads: Annotated[int, typer.Option(help="torch threads.")] = 2,
     val_fraction: Annotated[float, typer.Option(help="The project split's validation fraction.")] = 0.15,
@@ -44,7 +46,8 @@ def segmenter(
     config = SegmenterTrainConfig(
         circor_root=circor_root, out=out, seed=seed, epochs=epochs, batch_size=batch_size, crop_seconds=crop_seconds,
         learning_rate=learning_rate, weight_decay=weight_decay, channels=channels, levels=levels, emission=emission,
-        max_recordings=max_recordings, workers=workers, threads=threads,
+        max_recordings=max_recordings, non_heart=non_heart, synthetic=synthetic,
+        workers=workers, threads=threads,
         split=SplitConfig(val_fraction=val_fraction, seed=split_seed),
     )
     written = train(config)
@@ -96,13 +99,13 @@ def sft(
     model: Annotated[str, typer.Option(help="Hub id or folder of a Qwen2-Audio model.")] = DEFAULT_MODEL_ID,
     lora: Annotated[bool, typer.Option(help="LoRA on the language model (off: train every weight).")] = True,
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 16,
+    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 32,
     lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.05,
     lora_audio_encoder: Annotated[bool, typer.Option(help="Also put LoRA on the audio encoder.")] = False,
     epochs: Annotated[float, typer.Option(help="Training epochs.")] = 1.0,
     max_steps: Annotated[int, typer.Option(help="Stop after this many optimizer steps (-1: epochs decide).")] = -1,
     batch_size: Annotated[int, typer.Option(help="Rows per device per step.")] = 1,
-    grad_accum: Annotated[int, typer.Option(help="Gradient-accumulation steps.")] = 8,
+    grad_accum: Annotated[int, typer.Option(help="Gradient-accumulation steps.")] = 16,
     learning_rate: Annotated[float, typer.Option(help="Peak learning rate (cosine schedule).")] = 1e-4,
     warmup_ratio: Annotated[float, typer.Option(help="Warm-up as a fraction of the steps.")] = 0.03,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.0,
@@ -112,6 +115,7 @@ def sft(
     max_train_rows: Annotated[int | None, typer.Option(help="Train on at most this many rows.")] = None,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 42,
     report_to: Annotated[str, typer.Option(help="Trainer loggers: none, tensorboard, wandb ...")] = "none",
+    torch_threads: Annotated[int | None, typer.Option(help="CPU threads for torch (1 on a shared CPU).")] = None,
 ) -> None:
     """Fine-tune Qwen2-Audio on the murmur Q&A (TRL SFTTrainer, PEFT LoRA on the language model)."""
     from finetune.sft import AudioSFTConfig, train
@@ -121,7 +125,8 @@ def sft(
                          max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
                          learning_rate=learning_rate, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
                          gradient_checkpointing=gradient_checkpointing, logging_steps=logging_steps,
-                         save_steps=save_steps, max_train_rows=max_train_rows, seed=seed, report_to=report_to)
+                         save_steps=save_steps, max_train_rows=max_train_rows, seed=seed, report_to=report_to,
+                         torch_threads=torch_threads)
     r = train(cfg)
     out.print(f"{r.steps} steps in {r.runtime_s:.1f} s ({r.steps_per_second:.3f} steps/s), loss "
               f"{r.losses[0] if r.losses else float('nan'):.3f} -> {r.losses[-1] if r.losses else float('nan'):.3f}, "
@@ -141,3 +146,34 @@ def merge(
     if dtype not in ("auto", "bfloat16", "float16", "float32"):
         raise ExportError(f"--dtype must be auto, bfloat16, float16 or float32, not {dtype!r}")
     out.print(f"wrote the merged model to {merge_adapter(base, adapter, out_dir, dtype)}")
+
+
+@app.command()
+def classifier(
+    circor_root: Annotated[Path, typer.Option(help="Labelled CirCor folder (e.g. ../shared/circor-dev).")],
+    out: Annotated[Path, typer.Option(help="Folder for murmur.json, murmur.safetensors and training.json.")],
+    encoder: Annotated[str, typer.Option(help="cnn (trained here) or m2d (frozen; needs --m2d-checkpoint).")] = "cnn",
+    m2d_checkpoint: Annotated[Path | None, typer.Option(help="Official M2D checkpoint file (.pth).")] = None,
+    cache_dir: Annotated[Path, typer.Option(help="Where log-mels are cached between runs.")] = Path("build/classifier"),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    encoder_epochs: Annotated[int, typer.Option(help="Max CNN epochs (early stopping on val loss).")] = 30,
+    head_epochs: Annotated[int, typer.Option(help="Max head epochs (early stopping on val weighted accuracy).")] = 200,
+    feature_epochs: Annotated[int, typer.Option(help="Feature-head epochs (full batch).")] = 300,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (1 trains faster on a busy 2-core machine).")] = 1,
+) -> None:
+    """Train the murmur classifier (encoder, multi-site head, feature heads) on the project split."""
+    from rich.console import Console
+
+    from finetune.classifier import ClassifierTrainConfig, train_classifier
+
+    if (out / "murmur.safetensors").exists():
+        from assistant.errors import MurmurScopeError
+
+        raise MurmurScopeError(f"{out}: already holds a murmur model; choose another --out")
+    config = ClassifierTrainConfig(circor_root=circor_root, out=out, encoder=encoder, m2d_checkpoint=m2d_checkpoint,
+                                   cache_dir=cache_dir, seed=seed, encoder_epochs=encoder_epochs,
+                                   head_epochs=head_epochs, feature_epochs=feature_epochs, threads=threads)
+    log = train_classifier(config)
+    head = log["head"]
+    Console().print(f"wrote {out}: val weighted accuracy {head['best_val_wa']:.3f}, UAR {head['best_val_uar']:.3f}, "
+                    f"temperature {log['temperature']:.2f}, {log['minutes']:.1f} min")

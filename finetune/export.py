@@ -75,6 +75,12 @@ def export_for_vllm(model, processor, out: Path) -> Path:
     if split.is_sharded:
         index = {"metadata": {}, "weight_map": split.tensor_to_filename}
         (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    text_config = model.config.get_text_config()
+    embed, head = tensors.get("language_model.model.embed_tokens.weight"), tensors.get("language_model.lm_head.weight")
+    if getattr(text_config, "tie_word_embeddings", False) and head is not None and not head.equal(embed):
+        # transformers' Qwen2-Audio keeps its own lm_head whatever the text config says, but vLLM would tie
+        # it to the embeddings and so compute different logits: say what the weights are.
+        text_config.tie_word_embeddings = False
     model.config.architectures = ["Qwen2AudioForConditionalGeneration"]
     model.config.save_pretrained(out)
     if model.generation_config is not None:

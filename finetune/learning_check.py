@@ -29,11 +29,12 @@ CLIP_SECONDS = 4.0
 @dataclass(frozen=True)
 class LearningCheckConfig:
     work: Path
-    train_clips: int = 240
+    train_clips: int = 480
     test_clips: int = 60
-    steps: int = 300
+    steps: int = 600
     batch_size: int = 8
-    learning_rate: float = 2e-3
+    learning_rate: float = 3e-3
+    torch_threads: int | None = 1
     seed: int = 0
 
 
@@ -111,7 +112,7 @@ def run_learning_check(config: LearningCheckConfig) -> LearningCheckResult:
     result = train(AudioSFTConfig(
         model=str(base), data=data, out=trained, lora=False, max_steps=config.steps, batch_size=config.batch_size,
         grad_accum=1, learning_rate=config.learning_rate, warmup_ratio=0.05, logging_steps=max(1, config.steps // 20),
-        seed=config.seed,
+        seed=config.seed, torch_threads=config.torch_threads,
     ))
     accuracy, confusion, n = evaluate(trained, data)
     return LearningCheckResult(accuracy, 1 / len(CLASSES), n, result.losses[-1], result.runtime_s, confusion)

@@ -5,6 +5,9 @@ Output folder (loads with `datasets.load_dataset("json", data_files=...)`):
     clips/*.wav              16 kHz mono PCM clips of whole heart cycles, at most `max_clip_seconds`
     meta.json                the config, row counts and where the cycle boundaries came from
 
+Cycle boundaries come from the segmenter (`assistant.segmenter`), falling back to the expert `.tsv`
+annotation for recordings where it finds no reliable cycle; every row's `cycle_source` says which.
+
 Which questions a clip gets:
 - murmur Present and the site is one of the patient's murmur locations: all 12 questions, answered
   with the patient's labels ("no diastolic murmur" where CirCor has none);
@@ -68,7 +71,17 @@ def annotation_cycles(seg: Segmentation) -> list[tuple[float, float]]:
 
 
 def recording_cycles(ref: RecordingRef, recording: Recording) -> tuple[list[tuple[float, float]], str]:
-    """Cycle boundaries and where they came from: the expert `.tsv` annotation."""
+    """Cycle boundaries and where they came from.
+
+    The segmenter's, as at consultation time (the model then hears clips cut the way it will be
+    asked about them); the expert `.tsv` annotation only when the segmenter finds no reliable cycle.
+    """
+    from assistant.segmenter import segment_recording
+
+    result = segment_recording(recording)
+    cycles = [(a, b) for a, b in result.cycles() if b - a <= MAX_CYCLE_SECONDS]
+    if result.reliable and cycles:
+        return cycles, "segmenter"
     seg = ref.segmentation()
     if seg is not None:
         return annotation_cycles(seg), "tsv"

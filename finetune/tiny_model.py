@@ -168,7 +168,8 @@ def build_tiny_model(config: TinyModelConfig):
             "num_key_value_heads": config.heads,
             "head_dim": head_dim,
             "max_position_embeddings": 4096,
-            "tie_word_embeddings": True,
+            # Untied like Qwen2-Audio-7B; transformers does not tie them in this class anyway.
+            "tie_word_embeddings": False,
             "bos_token_id": tokenizer.convert_tokens_to_ids(ENDOFTEXT),
             "eos_token_id": tokenizer.convert_tokens_to_ids(IM_END),
             "pad_token_id": tokenizer.pad_token_id,

@@ -109,14 +109,25 @@ def test_qa_build_is_cycle_aligned_and_split_by_patient(qa_dir, synth_root):
         assert r["question"] in PHRASINGS[r["feature"]]
     absent = [r for r in rows if r["feature"] == "systolic_timing" and r["answer"] == "no systolic murmur"]
     assert absent, "murmur-free clips must be asked about features too"
-    # A clip starts on an annotated S1 onset.
-    seg_starts = {}
-    for p in read_folder(synth_root):
-        for ref in p.recordings:
-            seg_starts[ref.name] = [iv.start for iv in ref.segmentation().intervals if iv.state == 1]
-    r = rows[0]
-    name = Path(r["audio"]).stem.rsplit("_", 2)[0]
-    assert min(abs(s - r["start_s"]) for s in seg_starts[name]) < 1e-3
+    # A clip starts on an S1 onset: the segmenter's, close to the expert's (exactly it for .tsv rows).
+    onsets = {ref.name: [iv.start for iv in ref.segmentation().intervals if iv.state == 1]
+              for p in read_folder(synth_root) for ref in p.recordings}
+    for r in rows:
+        name = Path(r["audio"]).stem.rsplit("_", 2)[0]
+        tolerance = 1e-3 if r["cycle_source"] == "tsv" else 0.15
+        assert min(abs(s - r["start_s"]) for s in onsets[name]) < tolerance, r
+
+
+def test_qa_falls_back_to_the_annotation_when_the_segmenter_is_unreliable(synth_root, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import assistant.segmenter as segmenter
+    from finetune.qa import QAConfig, build_qa
+
+    real = segmenter.segment_recording
+    monkeypatch.setattr(segmenter, "segment_recording", lambda rec, *a: replace(real(rec, *a), reliable=False))
+    summary = build_qa(QAConfig(synth_root, tmp_path / "qa", max_clip_seconds=5.0, max_patients=2))
+    assert summary.cycle_sources == {"tsv": summary.clips}
 
 
 def test_qa_refuses_to_overwrite(qa_dir, synth_root):

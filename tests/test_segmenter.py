@@ -179,7 +179,8 @@ def test_short_training_run_on_synthetic_data(tmp_path):
 
     root = tmp_path / "synth"
     write_circor_folder(root, n_patients=6, seed=9, suffix=".wav", duration=8.0)
-    out = train(SegmenterTrainConfig(root, tmp_path / "w", epochs=2, batch_size=8, workers=1, threads=1))
+    out = train(SegmenterTrainConfig(root, tmp_path / "w", epochs=2, batch_size=8, non_heart=6, synthetic=4,
+                                        workers=1, threads=1))
     seg = Segmenter.load(out)
     assert seg.metadata["training"]["recordings"] > 0
     assert (out / "segmenter_training.png").exists()

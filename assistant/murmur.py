@@ -1,0 +1,260 @@
+"""Murmur prediction for a patient: Present / Unknown / Absent, per-recording probabilities, and the
+11 CirCor murmur features. `MurmurModel.load()` with no path loads the weights shipped in
+assistant/weights (our CirCor-trained CNN encoder + multi-site head + feature heads).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from assistant.audio import Recording, check_samples
+from assistant.circor import Patient
+from assistant.encoders import CNNConfig, CNNEncoder, Encoder
+from assistant.errors import MurmurScopeError
+from assistant.labels import FEATURES, LOCATIONS, MURMUR_CLASSES, PREDICTION_COLUMNS
+from assistant.murmur_head import TOKENS, FeatureHeads, HeadConfig, MultiSiteHead
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_NAME = "murmur.safetensors"
+CONFIG_NAME = "murmur.json"
+DECISIONS = ("head", "niizumi")
+
+
+class ModelFileError(MurmurScopeError):
+    pass
+
+
+@dataclass(frozen=True)
+class FeaturePrediction:
+    name: str
+    label: str | None
+    probabilities: dict[str, float]
+    n_train: int
+    low_confidence: bool
+
+
+@dataclass(frozen=True)
+class RecordingPrediction:
+    name: str
+    site: str | None
+    probabilities: dict[str, float]
+
+
+@dataclass(frozen=True)
+class PatientPrediction:
+    patient_id: str
+    murmur: str
+    probabilities: dict[str, float]
+    recordings: list[RecordingPrediction]
+    features: dict[str, FeaturePrediction]
+    warnings: list[str]
+
+    def csv_row(self) -> dict[str, str]:
+        row = {
+            "patient_id": self.patient_id,
+            "murmur": self.murmur,
+            "p_present": f"{self.probabilities['Present']:.4f}",
+            "p_unknown": f"{self.probabilities['Unknown']:.4f}",
+            "p_absent": f"{self.probabilities['Absent']:.4f}",
+        }
+        for name in FEATURES:
+            f = self.features.get(name)
+            row[name] = f.label if f is not None and f.label is not None else ""
+        return {k: row[k] for k in PREDICTION_COLUMNS}
+
+
+@dataclass(frozen=True)
+class MurmurConfig:
+    """Everything `load` needs besides the tensors; written as murmur.json next to them."""
+
+    encoder: str = "cnn"
+    cnn: CNNConfig = field(default_factory=CNNConfig)
+    m2d_checkpoint: str | None = None
+    head: HeadConfig = field(default_factory=HeadConfig)
+    feature_hidden: int = 64
+    temperature: float = 1.0
+    recording_temperature: float = 1.0
+    decision: str = "head"
+    n_train: dict[str, int] = field(default_factory=dict)
+    # A feature head trained on fewer Present patients than this is flagged low-confidence.
+    min_train: int = 20
+    diastolic_threshold: float = 0.5
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MurmurConfig:
+        d = dict(d)
+        d["cnn"] = CNNConfig.from_dict(d["cnn"])
+        d["head"] = HeadConfig(**d["head"])
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def _probs(logits: torch.Tensor) -> dict[str, float]:
+    p = logits.softmax(-1).tolist()
+    return {c: float(v) for c, v in zip(MURMUR_CLASSES, p)}
+
+
+def token_index(site: str | None) -> int:
+    return LOCATIONS.index(site) if site in LOCATIONS else len(LOCATIONS)
+
+
+def site_tokens(embeddings: list[torch.Tensor], sites: list[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean embedding per token (AV, PV, TV, MV, Other) -> (S, D) tokens and (S,) presence mask."""
+    dim = embeddings[0].shape[-1]
+    tokens = torch.zeros(len(TOKENS), dim)
+    counts = torch.zeros(len(TOKENS))
+    for e, s in zip(embeddings, sites):
+        i = token_index(s)
+        tokens[i] += e
+        counts[i] += 1
+    mask = counts > 0
+    tokens[mask] /= counts[mask].unsqueeze(-1)
+    return tokens, mask
+
+
+def niizumi_rule(recording_probs: list[dict[str, float]]) -> tuple[str, dict[str, float]]:
+    """Present if any recording is, else Unknown if any is, else Absent (Niizumi et al., EMBC 2024).
+
+    The patient's probabilities are those of the recording that decided: the one with the highest
+    probability of the winning class.
+    """
+    calls = [max(p, key=p.get) for p in recording_probs]
+    for c in ("Present", "Unknown", "Absent"):
+        if c in calls:
+            return c, max(recording_probs, key=lambda p: p[c])
+    raise ValueError("no recordings")
+
+
+class MurmurModel(torch.nn.Module):
+    def __init__(self, config: MurmurConfig, encoder: Encoder | None = None):
+        super().__init__()
+        if config.decision not in DECISIONS:
+            raise ModelFileError(f"decision must be one of {DECISIONS}, not {config.decision!r}")
+        self.config = config
+        if encoder is None:
+            if config.encoder == "cnn":
+                encoder = CNNEncoder(config.cnn)
+            elif config.encoder == "m2d":
+                if not config.m2d_checkpoint:
+                    raise ModelFileError("this model uses the M2D encoder but names no M2D checkpoint")
+                from assistant.m2d import load_m2d
+
+                encoder = load_m2d(config.m2d_checkpoint)
+            else:
+                raise ModelFileError(f"unknown encoder {config.encoder!r} (cnn or m2d)")
+        self.encoder = encoder
+        self.head = MultiSiteHead(config.head)
+        self.features = FeatureHeads(config.head.in_dim, config.feature_hidden)
+        self.eval()
+
+    # ---- persistence -------------------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.contiguous() for k, v in self.state_dict().items()}
+        if self.config.encoder == "m2d":  # the M2D weights are not ours to redistribute
+            state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+        save_file(state, str(folder / WEIGHTS_NAME))
+        (folder / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> MurmurModel:
+        """`path`: a folder holding murmur.json + murmur.safetensors (default: the shipped weights)."""
+        from safetensors.torch import load_file
+
+        folder = Path(path) if path is not None else WEIGHTS_DIR
+        cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+        if not cfg_path.is_file() or not w_path.is_file():
+            raise ModelFileError(f"{folder}: no murmur model here (expected {CONFIG_NAME} and {WEIGHTS_NAME})")
+        try:
+            config = MurmurConfig.from_dict(json.loads(cfg_path.read_text()))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ModelFileError(f"{cfg_path}: not a murmur model config ({e})") from None
+        model = cls(config)
+        state = load_file(str(w_path))
+        strict = config.encoder != "m2d"
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if strict or not k.startswith("encoder.")]
+        if missing or unexpected:
+            raise ModelFileError(f"{w_path}: does not match {cfg_path.name} (missing {missing[:3]}, "
+                                 f"unexpected {unexpected[:3]})")
+        return model.eval()
+
+    # ---- inference ---------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def embed(self, recording: Recording) -> torch.Tensor:
+        rec = recording.resampled(self.encoder.rate)
+        return self.encoder.clip(torch.from_numpy(np.ascontiguousarray(rec.samples))[None])[0]
+
+    @torch.inference_mode()
+    def predict_from_embeddings(self, patient_id: str, embeddings: list[torch.Tensor], sites: list[str | None],
+                                names: list[str], warnings: list[str]) -> PatientPrediction:
+        if not embeddings:
+            return self._no_recordings(patient_id, warnings)
+        tokens, mask = site_tokens(embeddings, sites)
+        out = self.head(tokens[None], mask[None])
+        probs = _probs(out.logits[0] / self.config.temperature)
+        rec_logits = self.head.recording_logits(torch.stack(embeddings)) / self.config.recording_temperature
+        recordings = [RecordingPrediction(n, s, _probs(lg)) for n, s, lg in zip(names, sites, rec_logits)]
+        if self.config.decision == "niizumi":
+            murmur, probs = niizumi_rule([r.probabilities for r in recordings])
+        else:
+            murmur = max(probs, key=probs.get)
+        features = self._features(tokens, mask, murmur == "Present")
+        return PatientPrediction(patient_id, murmur, probs, recordings, features, warnings)
+
+    def _features(self, tokens: torch.Tensor, mask: torch.Tensor, present: bool) -> dict[str, FeaturePrediction]:
+        logits = self.features(tokens[None], mask[None])
+        p_diastolic = float(logits["diastolic"][0].softmax(-1)[1])
+        result = {}
+        for name, vocab in FEATURES.items():
+            p = logits[name][0].softmax(-1).tolist()
+            probs = {v: float(x) for v, x in zip(vocab, p)}
+            applies = present and (not name.startswith("diastolic") or p_diastolic >= self.config.diastolic_threshold)
+            n = int(self.config.n_train.get(name, 0))
+            result[name] = FeaturePrediction(name, max(probs, key=probs.get) if applies else None, probs, n,
+                                             n < self.config.min_train)
+        return result
+
+    def _no_recordings(self, patient_id: str, warnings: list[str]) -> PatientPrediction:
+        warnings = [*warnings, f"patient {patient_id}: no usable recording; murmur reported as Unknown"]
+        features = {name: FeaturePrediction(name, None, {}, int(self.config.n_train.get(name, 0)), True)
+                    for name in FEATURES}
+        uniform = {c: 1.0 / len(MURMUR_CLASSES) for c in MURMUR_CLASSES}
+        return PatientPrediction(patient_id, "Unknown", uniform, [], features, warnings)
+
+    def predict_recordings(self, recordings: list[Recording], patient_id: str = "upload") -> PatientPrediction:
+        embeddings, sites, names, warnings = [], [], [], []
+        for rec in recordings:
+            name = Path(rec.source).stem if rec.source and not rec.source.startswith("<") else rec.source
+            try:
+                check_samples(rec.samples, rec.rate, rec.source)
+            except MurmurScopeError as e:
+                warnings.append(str(e))
+                continue
+            embeddings.append(self.embed(rec))
+            sites.append(rec.site)
+            names.append(name)
+        return self.predict_from_embeddings(patient_id, embeddings, sites, names, warnings)
+
+    def predict_patient(self, patient: Patient) -> PatientPrediction:
+        patient = patient.unlabelled()
+        embeddings, sites, names, warnings = [], [], [], []
+        for ref in patient.recordings:
+            try:
+                rec = ref.load(rate=self.encoder.rate)
+            except MurmurScopeError as e:
+                warnings.append(str(e))
+                continue
+            embeddings.append(self.embed(rec))
+            sites.append(ref.site)
+            names.append(ref.name)
+        return self.predict_from_embeddings(patient.patient_id, embeddings, sites, names, warnings)

@@ -1,0 +1,440 @@
+"""Training the murmur classifier: `murmurscope finetune classifier`.
+
+Stages, all on the project split (validation patients are never trained on):
+1. log-mel of every recording, cached under `cache_dir` (keyed by the front-end and the file list);
+2. the CNN encoder, trained on random crops with recording-level labels (Present where the site is
+   among the patient's murmur locations, Absent elsewhere, Unknown for Unknown patients), early
+   stopping on the class-weighted validation loss; skipped for a frozen M2D encoder;
+3. clip embeddings of every recording: the whole recording plus `views` random sub-windows, which
+   serve as data augmentation for the heads;
+4. the multi-site head, early stopping on validation weighted accuracy; temperatures fitted on validation;
+5. the feature heads on Present training patients, class-balanced, a fixed number of epochs (the
+   validation set holds ~17 Present patients: too few to select on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from assistant.circor import Patient, read_folder
+from assistant.encoders import CNNConfig, CNNEncoder, Encoder
+from assistant.errors import MurmurScopeError
+from assistant.labels import FEATURES, MURMUR_CLASSES
+from assistant.melspec import LogMel
+from assistant.murmur import MurmurConfig, MurmurModel, niizumi_rule, token_index
+from assistant.murmur_head import TOKENS, HeadConfig, LossConfig, head_loss, spec_augment_tokens
+from assistant.split import SplitConfig, split_patients
+from eval.classifier_metrics import uar, weighted_accuracy
+
+FRAMES_PER_EMBEDDING = 8  # CNNEncoder pools time by 2 three times
+
+
+@dataclass
+class ClassifierTrainConfig:
+    circor_root: Path
+    out: Path
+    cache_dir: Path = Path("build/classifier")
+    seed: int = 0
+    encoder: str = "cnn"
+    m2d_checkpoint: Path | None = None
+    crop_seconds: float = 3.0
+    crops_per_recording: int = 2
+    encoder_epochs: int = 30
+    encoder_patience: int = 6
+    batch_size: int = 32
+    lr: float = 2e-3
+    head_epochs: int = 200
+    head_patience: int = 40
+    head_lr: float = 3e-4
+    views: int = 8
+    view_seconds: float = 8.0
+    feature_epochs: int = 300
+    feature_lr: float = 3e-3
+    threads: int = 1
+    progress: bool = True
+    cnn: CNNConfig = field(default_factory=CNNConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+
+@dataclass
+class Item:
+    """One recording with its training label."""
+
+    patient_id: str
+    site: str | None
+    name: str
+    label: int
+    train: bool
+    index: int = -1
+
+
+def recording_label(patient: Patient, site: str | None) -> str:
+    murmur = patient.labels.murmur
+    if murmur == "Present":
+        return "Present" if site in patient.labels.murmur_locations else "Absent"
+    return murmur
+
+
+def _class_weights(labels: np.ndarray, n: int) -> torch.Tensor:
+    counts = np.bincount(labels[labels >= 0], minlength=n).astype(float)
+    w = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+    return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)
+
+
+class Data:
+    """Patients, recordings, labels and cached log-mels of a labelled CirCor folder."""
+
+    def __init__(self, config: ClassifierTrainConfig):
+        self.config = config
+        patients = [p for p in read_folder(config.circor_root) if p.labels is not None]
+        if not patients:
+            raise MurmurScopeError(f"{config.circor_root}: no labelled patients to train on")
+        split = split_patients(patients, config.split)
+        self.patients = patients
+        self.val_ids = set(split.val)
+        self.items = [Item(p.patient_id, r.site, r.name, MURMUR_CLASSES.index(recording_label(p, r.site)),
+                           p.patient_id not in self.val_ids)
+                      for p in patients for r in p.recordings]
+        self.refs = [r for p in patients for r in p.recordings]
+        self.skipped: list[str] = []
+
+    def load_mels(self, mel: LogMel) -> list[np.ndarray | None]:
+        c = self.config
+        key = hashlib.sha1(json.dumps([mel.config.to_dict(), [str(r.audio_path) for r in self.refs]]).encode())
+        path = c.cache_dir / f"mels-{key.hexdigest()[:12]}.npz"
+        if path.exists():
+            with np.load(path) as z:
+                mels = [z[it.name] if it.name in z else None for it in self.items]
+        else:
+            mels = []
+            for ref in tqdm(self.refs, desc="log-mel", disable=not c.progress):
+                try:
+                    rec = ref.load(rate=mel.config.rate)
+                except MurmurScopeError as e:
+                    self.skipped.append(str(e))
+                    mels.append(None)
+                    continue
+                with torch.inference_mode():
+                    mels.append(mel(torch.from_numpy(rec.samples)[None])[0].numpy().astype(np.float16))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, **{it.name: m for it, m in zip(self.items, mels) if m is not None})
+        self.skipped += [f"{it.name}: unreadable" for it, m in zip(self.items, mels) if m is None]
+        return mels
+
+
+def _crop(m: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarray:
+    if m.shape[1] < frames:  # tile short recordings rather than pad with silence
+        m = np.tile(m, (1, frames // m.shape[1] + 1))
+    start = rng.integers(0, m.shape[1] - frames + 1)
+    return m[:, start : start + frames]
+
+
+def _spec_augment(x: torch.Tensor, rng: np.random.Generator, time_width: int = 25, freq_width: int = 6) -> torch.Tensor:
+    x = x.clone()
+    fill = x.mean()
+    for b in range(x.shape[0]):
+        for _ in range(2):
+            t = rng.integers(0, time_width + 1)
+            t0 = rng.integers(0, x.shape[2] - t + 1)
+            x[b, :, t0 : t0 + t] = fill
+            f = rng.integers(0, freq_width + 1)
+            f0 = rng.integers(0, x.shape[1] - f + 1)
+            x[b, f0 : f0 + f, :] = fill
+    return x
+
+
+def _patient_calls(items: list[Item], probs: list[np.ndarray]) -> dict[str, str]:
+    by_patient: dict[str, list[dict[str, float]]] = {}
+    for it, p in zip(items, probs):
+        by_patient.setdefault(it.patient_id, []).append(dict(zip(MURMUR_CLASSES, p.tolist())))
+    return {pid: niizumi_rule(ps)[0] for pid, ps in by_patient.items()}
+
+
+def train_encoder(data: Data, mels: list[np.ndarray | None], log: dict) -> CNNEncoder:
+    c = data.config
+    rng = np.random.default_rng(c.seed)
+    encoder = CNNEncoder(c.cnn)
+    classifier = nn.Sequential(nn.Dropout(0.3), nn.Linear(encoder.dim, len(MURMUR_CLASSES)))
+    params = [*encoder.parameters(), *classifier.parameters()]
+    opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, c.encoder_epochs)
+    train = [i for i, it in enumerate(data.items) if it.train and mels[i] is not None]
+    val = [i for i, it in enumerate(data.items) if not it.train and mels[i] is not None]
+    weights = _class_weights(np.array([data.items[i].label for i in train]), len(MURMUR_CLASSES))
+    labels = {p.patient_id: p.labels.murmur for p in data.patients}
+    frames = int(c.crop_seconds * c.cnn.mel.frames_per_second)
+    best, best_state, stale, history = float("inf"), None, 0, []
+    bar = tqdm(range(c.encoder_epochs), desc="encoder", disable=not c.progress)
+    for epoch in bar:
+        encoder.train(), classifier.train()
+        order = rng.permutation(np.repeat(train, c.crops_per_recording))
+        losses = []
+        for b0 in range(0, len(order), c.batch_size):
+            idx = order[b0 : b0 + c.batch_size]
+            x = torch.from_numpy(np.stack([_crop(mels[i], frames, rng) for i in idx]).astype(np.float32))
+            x = _spec_augment(x, rng)
+            y = torch.tensor([data.items[i].label for i in idx])
+            logits = classifier(encoder.frames_from_mel(x).mean(1))
+            loss = nn.functional.cross_entropy(logits, y, weight=weights, label_smoothing=0.1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        sched.step()
+        encoder.eval(), classifier.eval()
+        with torch.inference_mode():
+            logits = torch.cat([classifier(encoder.frames_from_mel(torch.from_numpy(mels[i].astype(np.float32))[None])
+                                           .mean(1)) for i in val])
+        y_val = torch.tensor([data.items[i].label for i in val])
+        val_loss = nn.functional.cross_entropy(logits, y_val, weight=weights).item()
+        calls = _patient_calls([data.items[i] for i in val], list(logits.softmax(-1).numpy()))
+        truth = [labels[pid] for pid in calls]
+        wa, ur = weighted_accuracy(truth, list(calls.values())), uar(truth, list(calls.values()))
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_loss": val_loss, "val_wa_niizumi": wa,
+                        "val_uar_niizumi": ur})
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_loss=f"{val_loss:.3f}", wa=f"{wa:.3f}")
+        # The encoder stops on the class-weighted validation loss: the patient-level weighted accuracy
+        # of a recording classifier swings with a few threshold crossings and stopped training too early.
+        if val_loss < best:
+            best, stale = val_loss, 0
+            best_state = {k: v.clone() for k, v in encoder.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= c.encoder_patience:
+                break
+    encoder.load_state_dict(best_state)
+    log["encoder"] = {"best_val_loss": best, "history": history}
+    return encoder.eval()
+
+
+@torch.inference_mode()
+def embed_views(encoder: Encoder, data: Data, mels: list[np.ndarray | None] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 1 + views, D) clip embeddings (whole recording first) and an (N,) usable flag."""
+    c = data.config
+    rng = np.random.default_rng(c.seed + 1)
+    out = np.zeros((len(data.items), 1 + c.views, encoder.dim), dtype=np.float32)
+    ok = np.zeros(len(data.items), dtype=bool)
+    frame_rate = (c.cnn.mel.frames_per_second / FRAMES_PER_EMBEDDING if isinstance(encoder, CNNEncoder)
+                  else 100.0 / 16)
+    width = max(1, int(c.view_seconds * frame_rate))
+    for i, ref in enumerate(tqdm(data.refs, desc="embeddings", disable=not c.progress)):
+        if mels is not None:
+            if mels[i] is None:
+                continue
+            frames = encoder.frames_from_mel(torch.from_numpy(mels[i].astype(np.float32))[None])[0]
+        else:
+            try:
+                rec = ref.load(rate=encoder.rate)
+            except MurmurScopeError as e:
+                data.skipped.append(str(e))
+                continue
+            frames = encoder.frames(torch.from_numpy(rec.samples)[None])[0]
+        ok[i] = True
+        out[i, 0] = frames.mean(0).numpy()
+        for v in range(c.views):
+            start = rng.integers(0, max(1, frames.shape[0] - width + 1))
+            out[i, 1 + v] = frames[start : start + width].mean(0).numpy()
+    return out, ok
+
+
+@dataclass
+class PatientTensors:
+    ids: list[str]
+    tokens: torch.Tensor  # (P, 1 + views, S, D)
+    mask: torch.Tensor  # (P, S)
+    target: torch.Tensor  # (P,)
+    site_target: torch.Tensor  # (P, S)
+    train: np.ndarray  # (P,) bool
+
+
+def patient_tensors(data: Data, emb: np.ndarray, ok: np.ndarray) -> PatientTensors:
+    views, dim = emb.shape[1], emb.shape[2]
+    by_patient: dict[str, list[int]] = {}
+    for i, it in enumerate(data.items):
+        if ok[i]:
+            by_patient.setdefault(it.patient_id, []).append(i)
+    patients = [p for p in data.patients if p.patient_id in by_patient]
+    tokens = torch.zeros(len(patients), views, len(TOKENS), dim)
+    mask = torch.zeros(len(patients), len(TOKENS), dtype=torch.bool)
+    site_target = torch.full((len(patients), len(TOKENS)), MURMUR_CLASSES.index("Absent"), dtype=torch.long)
+    for k, p in enumerate(patients):
+        counts = torch.zeros(len(TOKENS))
+        for i in by_patient[p.patient_id]:
+            t = token_index(data.items[i].site)
+            tokens[k, :, t] += torch.from_numpy(emb[i])
+            counts[t] += 1
+            # Class order Present < Unknown < Absent: a token mixing recordings takes the most urgent label.
+            site_target[k, t] = min(int(site_target[k, t]), data.items[i].label)
+        mask[k] = counts > 0
+        tokens[k, :, mask[k]] /= counts[mask[k]][None, :, None]
+    target = torch.tensor([MURMUR_CLASSES.index(p.labels.murmur) for p in patients])
+    train = np.array([p.patient_id not in data.val_ids for p in patients])
+    return PatientTensors([p.patient_id for p in patients], tokens, mask, target, site_target, train)
+
+
+def _evaluate_head(head: nn.Module, t: PatientTensors, idx: np.ndarray) -> tuple[float, float, torch.Tensor]:
+    head.eval()
+    with torch.inference_mode():
+        logits = head(t.tokens[idx, 0], t.mask[idx]).logits
+    pred = [MURMUR_CLASSES[j] for j in logits.argmax(-1).tolist()]
+    truth = [MURMUR_CLASSES[j] for j in t.target[idx].tolist()]
+    return weighted_accuracy(truth, pred), uar(truth, pred), logits
+
+
+def train_head(head_config: HeadConfig, t: PatientTensors, config: ClassifierTrainConfig, log: dict) -> nn.Module:
+    from assistant.murmur_head import MultiSiteHead
+
+    c = config
+    torch.manual_seed(c.seed)
+    gen = torch.Generator().manual_seed(c.seed)
+    rng = np.random.default_rng(c.seed + 2)
+    head = MultiSiteHead(head_config)
+    opt = torch.optim.AdamW(head.parameters(), lr=c.head_lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, c.head_epochs)
+    train_idx, val_idx = np.flatnonzero(t.train), np.flatnonzero(~t.train)
+    weights = _class_weights(t.target[train_idx].numpy(), len(MURMUR_CLASSES))
+    site_weights = _class_weights(t.site_target[train_idx][t.mask[train_idx]].numpy(), len(MURMUR_CLASSES))
+    n_views = t.tokens.shape[1]
+    best, best_state, stale, history = (-1.0, -1.0), None, 0, []
+    bar = tqdm(range(c.head_epochs), desc="head", disable=not c.progress)
+    for epoch in bar:
+        head.train()
+        order = rng.permutation(train_idx)
+        losses = []
+        for b0 in range(0, len(order), c.batch_size):
+            idx = order[b0 : b0 + c.batch_size]
+            view = torch.from_numpy(rng.integers(1, n_views, len(idx))) if n_views > 1 else torch.zeros(len(idx))
+            x = t.tokens[torch.from_numpy(idx), view.long()]
+            x, mask = spec_augment_tokens(x, t.mask[idx], generator=gen)
+            parts = head_loss(head(x, mask), t.target[idx], t.site_target[idx], mask, c.loss, weights, site_weights)
+            opt.zero_grad()
+            parts["total"].backward()
+            opt.step()
+            losses.append(parts["total"].item())
+        sched.step()
+        wa, ur, _ = _evaluate_head(head, t, val_idx)
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_wa": wa, "val_uar": ur})
+        bar.set_postfix(loss=f"{np.mean(losses):.3f}", wa=f"{wa:.3f}", uar=f"{ur:.3f}")
+        if (wa, ur) > best:
+            best, stale = (wa, ur), 0
+            best_state = {k: v.clone() for k, v in head.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= c.head_patience:
+                break
+    head.load_state_dict(best_state)
+    log["head"] = {"best_val_wa": best[0], "best_val_uar": best[1], "epochs_run": len(history), "history": history}
+    return head.eval()
+
+
+def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> float:
+    """The temperature minimising validation NLL (a 1-d grid search; argmax is unchanged)."""
+    grid = np.exp(np.linspace(np.log(0.1), np.log(10.0), 400))
+    nll = [nn.functional.cross_entropy(logits / g, target).item() for g in grid]
+    return float(grid[int(np.argmin(nll))])
+
+
+def feature_targets(data: Data, t: PatientTensors) -> dict[str, torch.Tensor]:
+    by_id = {p.patient_id: p for p in data.patients}
+    out = {}
+    for name, vocab in FEATURES.items():
+        vals = [by_id[pid].labels.feature(name) for pid in t.ids]
+        out[name] = torch.tensor([vocab.index(v) if v in vocab else -1 for v in vals])
+    present = t.target == MURMUR_CLASSES.index("Present")
+    out["diastolic"] = torch.where(present, (out["diastolic_timing"] >= 0).long(), torch.tensor(-1))
+    for name in FEATURES:
+        out[name] = torch.where(present, out[name], torch.tensor(-1))
+    return out
+
+
+def train_features(features: nn.Module, t: PatientTensors, targets: dict[str, torch.Tensor],
+                   config: ClassifierTrainConfig, log: dict) -> dict[str, int]:
+    c = config
+    gen = torch.Generator().manual_seed(c.seed + 3)
+    rng = np.random.default_rng(c.seed + 3)
+    idx = np.flatnonzero(t.train & (targets["diastolic"].numpy() >= 0))
+    n_train = {name: int((targets[name][idx] >= 0).sum()) for name in FEATURES}
+    vocab_sizes = {name: len(v) for name, v in FEATURES.items()} | {"diastolic": 2}
+    weights = {name: _class_weights(targets[name][idx].numpy(), n) if name != "diastolic" else None
+               for name, n in vocab_sizes.items()}
+    opt = torch.optim.AdamW(features.parameters(), lr=c.feature_lr, weight_decay=5e-2)
+    n_views = t.tokens.shape[1]
+    features.train()
+    for _ in tqdm(range(c.feature_epochs), desc="feature heads", disable=not c.progress):
+        view = torch.from_numpy(rng.integers(1, n_views, len(idx))) if n_views > 1 else torch.zeros(len(idx))
+        x, mask = spec_augment_tokens(t.tokens[torch.from_numpy(idx), view.long()], t.mask[idx], drop_site=0.0,
+                                      generator=gen)
+        out = features(x, mask)
+        loss = torch.zeros(())
+        for name in vocab_sizes:
+            y = targets[name][idx]
+            keep = y >= 0
+            if keep.sum() == 0:
+                continue
+            loss = loss + nn.functional.cross_entropy(out[name][keep], y[keep], weight=weights[name])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    features.eval()
+    log["features"] = {"n_train": n_train, "final_loss": float(loss.item())}
+    return n_train
+
+
+def train_classifier(config: ClassifierTrainConfig) -> dict:
+    """Train every part, write `config.out`/murmur.{json,safetensors} and training.json; return the log."""
+    c = config
+    torch.set_num_threads(c.threads)
+    torch.manual_seed(c.seed)
+    started = time.perf_counter()
+    log: dict = {"config": json.loads(json.dumps(asdict(c), default=str))}
+    data = Data(c)
+    log["patients"] = {"train": int(sum(p.patient_id not in data.val_ids for p in data.patients)),
+                       "val": len(data.val_ids)}
+    if c.encoder == "cnn":
+        mel = LogMel(c.cnn.mel)
+        mels = data.load_mels(mel)
+        encoder: Encoder = train_encoder(data, mels, log)
+    elif c.encoder == "m2d":
+        if c.m2d_checkpoint is None:
+            raise MurmurScopeError("--encoder m2d needs --m2d-checkpoint PATH (the official weights are not shipped)")
+        from assistant.m2d import load_m2d
+
+        encoder, mels = load_m2d(c.m2d_checkpoint), None
+    else:
+        raise MurmurScopeError(f"--encoder must be cnn or m2d, not {c.encoder!r}")
+    emb, ok = embed_views(encoder, data, mels)
+    tensors = patient_tensors(data, emb, ok)
+    head_config = replace(c.head, in_dim=encoder.dim)
+    head = train_head(head_config, tensors, c, log)
+    val_idx = np.flatnonzero(~tensors.train)
+    _, _, val_logits = _evaluate_head(head, tensors, val_idx)
+    temperature = fit_temperature(val_logits, tensors.target[val_idx])
+    val_items = [i for i, it in enumerate(data.items) if not it.train and ok[i]]
+    with torch.inference_mode():
+        rec_logits = head.recording_logits(torch.from_numpy(emb[val_items, 0]))
+    rec_temperature = fit_temperature(rec_logits, torch.tensor([data.items[i].label for i in val_items]))
+    model_config = MurmurConfig(
+        encoder=c.encoder, cnn=c.cnn, m2d_checkpoint=str(c.m2d_checkpoint) if c.m2d_checkpoint else None,
+        head=head_config, temperature=temperature, recording_temperature=rec_temperature,
+    )
+    model = MurmurModel(model_config, encoder=encoder)
+    model.head.load_state_dict(head.state_dict())
+    n_train = train_features(model.features, tensors, feature_targets(data, tensors), c, log)
+    model.config = replace(model_config, n_train=n_train)
+    model.eval()
+    model.save(c.out)
+    log.update(temperature=temperature, recording_temperature=rec_temperature, skipped=data.skipped,
+               minutes=(time.perf_counter() - started) / 60)
+    (c.out / "training.json").write_text(json.dumps(log, indent=2) + "\n")
+    return log
