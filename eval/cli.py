@@ -126,7 +126,8 @@ def compare_command(
     if not c.same_patients:
         console.print("[yellow]note:[/yellow] the runs scored different patients; differences are not paired")
     table = Table(title=f"A = {c.a}   B = {c.b}")
-    for col in ("metric", "A", "B", "B - A", "paired 95% CI of B - A"):
+    table.add_column("metric", no_wrap=True)
+    for col in ("A", "B", "B - A", "paired 95% CI of B - A"):
         table.add_column(col)
     for metric, a, b, d in c.rows:
         ci = c.paired.get(metric)

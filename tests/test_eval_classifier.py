@@ -49,3 +49,24 @@ def test_classifier_run_reproduces_the_model(random_model, tmp_path):
     wacc = weighted_accuracy(truth, [expected[p.patient_id].murmur for p in patients])
     assert result.metrics["murmur"]["weighted_accuracy"]["value"] == pytest.approx(wacc)
     assert "features_head" in result.metrics and result.metrics["murmur"]["auroc"] is not None
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+@pytest.mark.skipif(not (ROOT / "eval" / "classifier_bench.py").exists(),
+                    reason="the classifier benchmark has not landed")
+def test_classifier_run_reproduces_the_classifier_benchmark(circor_dev, tmp_path):
+    from eval.classifier_bench import ClassifierBenchConfig
+    from eval.classifier_bench import run as bench
+    from eval.runner import RunConfig, run
+
+    ours = run(RunConfig(circor_dev, "classifier", tmp_path / "run", bootstrap=50, progress=False)).metrics
+    theirs = bench(ClassifierBenchConfig(circor_root=circor_dev, out_dir=tmp_path / "bench", bootstrap=50,
+                                         timing_runs=1, progress=False))
+    assert ours["murmur"]["n"] == theirs["n_val"]
+    for key in ("weighted_accuracy", "uar", "accuracy"):
+        assert ours["murmur"][key]["value"] == pytest.approx(theirs[key])
+    for name, s in theirs["features"].items():
+        if s["n_val"]:
+            assert ours["features_head"][name]["accuracy"]["value"] == pytest.approx(s["accuracy"])
+            assert ours["features_head"][name]["uar"]["value"] == pytest.approx(s["uar"])
