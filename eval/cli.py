@@ -217,7 +217,7 @@ def classifier(
 
     r = run(ClassifierBenchConfig(circor_root=circor_root, model=model, out_dir=out_dir, decision=decision,
                                   bootstrap=bootstrap, threads=threads))
-    console = Console()
+    console = Console(width=150)
 
     def ci(pair):
         return f"[{pair[0]:.3f}, {pair[1]:.3f}]"

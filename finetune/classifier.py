@@ -8,8 +8,9 @@ Stages, all on the project split (validation patients are never trained on):
 3. clip embeddings of every recording: the whole recording plus `views` random sub-windows, which
    serve as data augmentation for the heads;
 4. the multi-site head, early stopping on validation weighted accuracy; temperatures fitted on validation;
-5. the feature heads on Present training patients, class-balanced, a fixed number of epochs (the
-   validation set holds ~17 Present patients: too few to select on).
+5. the feature heads on Present training patients, class-balanced, the number of epochs chosen by
+   5-fold cross-validation inside the training patients (validation holds ~17 Present patients:
+   too few to select on).
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class ClassifierTrainConfig:
     views: int = 8
     view_seconds: float = 8.0
     feature_epochs: int = 300
+    feature_epoch_candidates: tuple[int, ...] = (25, 50, 100, 200, 300)
+    feature_folds: int = 5
+    feature_hidden: int = 64
     feature_lr: float = 3e-3
     threads: int = 1
     progress: bool = True
@@ -88,6 +92,8 @@ def recording_label(patient: Patient, site: str | None) -> str:
 
 def _class_weights(labels: np.ndarray, n: int) -> torch.Tensor:
     counts = np.bincount(labels[labels >= 0], minlength=n).astype(float)
+    if not counts.any():
+        return torch.ones(n)
     w = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
     return torch.tensor(w / w[counts > 0].mean(), dtype=torch.float32)
 
@@ -358,20 +364,24 @@ def feature_targets(data: Data, t: PatientTensors) -> dict[str, torch.Tensor]:
     return out
 
 
-def train_features(features: nn.Module, t: PatientTensors, targets: dict[str, torch.Tensor],
-                   config: ClassifierTrainConfig, log: dict) -> dict[str, int]:
-    c = config
-    gen = torch.Generator().manual_seed(c.seed + 3)
-    rng = np.random.default_rng(c.seed + 3)
-    idx = np.flatnonzero(t.train & (targets["diastolic"].numpy() >= 0))
-    n_train = {name: int((targets[name][idx] >= 0).sum()) for name in FEATURES}
+SELECTION_FEATURES = ("most_audible_location", "systolic_timing", "systolic_shape", "systolic_grading",
+                      "systolic_pitch", "systolic_quality")
+
+
+def _fit_features(features: nn.Module, t: PatientTensors, targets: dict[str, torch.Tensor], idx: np.ndarray,
+                  epochs: int, config: ClassifierTrainConfig, seed: int,
+                  checkpoints: dict[int, object] | None = None) -> float:
+    """Full-batch class-balanced training on patients `idx`; `checkpoints[e](features)` runs after epoch e."""
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
     vocab_sizes = {name: len(v) for name, v in FEATURES.items()} | {"diastolic": 2}
     weights = {name: _class_weights(targets[name][idx].numpy(), n) if name != "diastolic" else None
                for name, n in vocab_sizes.items()}
-    opt = torch.optim.AdamW(features.parameters(), lr=c.feature_lr, weight_decay=5e-2)
+    opt = torch.optim.AdamW(features.parameters(), lr=config.feature_lr, weight_decay=5e-2)
     n_views = t.tokens.shape[1]
-    features.train()
-    for _ in tqdm(range(c.feature_epochs), desc="feature heads", disable=not c.progress):
+    loss = torch.zeros(())
+    for epoch in range(1, epochs + 1):
+        features.train()
         view = torch.from_numpy(rng.integers(1, n_views, len(idx))) if n_views > 1 else torch.zeros(len(idx))
         x, mask = spec_augment_tokens(t.tokens[torch.from_numpy(idx), view.long()], t.mask[idx], drop_site=0.0,
                                       generator=gen)
@@ -386,8 +396,57 @@ def train_features(features: nn.Module, t: PatientTensors, targets: dict[str, to
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if checkpoints and epoch in checkpoints:
+            features.eval()
+            checkpoints[epoch](features)
     features.eval()
-    log["features"] = {"n_train": n_train, "final_loss": float(loss.item())}
+    return float(loss.item())
+
+
+def select_feature_epochs(t: PatientTensors, targets: dict[str, torch.Tensor], idx: np.ndarray,
+                          config: ClassifierTrainConfig, log: dict) -> int:
+    """Epoch count by 5-fold cross-validation inside the training patients (mean UAR of the location and
+    systolic heads): the validation split holds too few Present patients to choose on."""
+    from assistant.murmur_head import FeatureHeads
+
+    candidates = [e for e in config.feature_epoch_candidates if e <= config.feature_epochs] or [config.feature_epochs]
+    rng = np.random.default_rng(config.seed + 4)
+    folds = np.array_split(rng.permutation(idx), config.feature_folds)
+    scores: dict[int, list[float]] = {e: [] for e in candidates}
+    for k in tqdm(range(len(folds)), desc="feature-head CV", disable=not config.progress):
+        held = folds[k]
+        fit = np.concatenate([f for j, f in enumerate(folds) if j != k])
+
+        def score(features: nn.Module, epoch: int, held=held) -> None:
+            with torch.inference_mode():
+                out = features(t.tokens[torch.from_numpy(held), 0], t.mask[held])
+            uars = []
+            for name in SELECTION_FEATURES:
+                y = targets[name][held]
+                keep = y >= 0
+                truth = [FEATURES[name][i] for i in y[keep].tolist()]
+                pred = [FEATURES[name][i] for i in out[name][keep].argmax(-1).tolist()]
+                uars.append(uar(truth, pred, FEATURES[name]))
+            scores[epoch].append(float(np.nanmean(uars)))
+
+        torch.manual_seed(config.seed + 10 + k)
+        features = FeatureHeads(t.tokens.shape[-1], config.feature_hidden)
+        _fit_features(features, t, targets, fit, max(candidates), config, config.seed + 10 + k,
+                      {e: (lambda f, e=e: score(f, e)) for e in candidates})
+    mean = {e: float(np.mean(v)) for e, v in scores.items()}
+    best = max(candidates, key=lambda e: (round(mean[e], 4), -e))
+    log["feature_cv"] = {"mean_uar_by_epochs": mean, "chosen_epochs": best}
+    return best
+
+
+def train_features(features: nn.Module, t: PatientTensors, targets: dict[str, torch.Tensor],
+                   config: ClassifierTrainConfig, log: dict) -> dict[str, int]:
+    idx = np.flatnonzero(t.train & (targets["diastolic"].numpy() >= 0))
+    n_train = {name: int((targets[name][idx] >= 0).sum()) for name in FEATURES}
+    epochs = select_feature_epochs(t, targets, idx, config, log)
+    torch.manual_seed(config.seed + 3)
+    final_loss = _fit_features(features, t, targets, idx, epochs, config, config.seed + 3)
+    log["features"] = {"n_train": n_train, "epochs": epochs, "final_loss": final_loss}
     return n_train
 
 
@@ -426,7 +485,8 @@ def train_classifier(config: ClassifierTrainConfig) -> dict:
     rec_temperature = fit_temperature(rec_logits, torch.tensor([data.items[i].label for i in val_items]))
     model_config = MurmurConfig(
         encoder=c.encoder, cnn=c.cnn, m2d_checkpoint=str(c.m2d_checkpoint) if c.m2d_checkpoint else None,
-        head=head_config, temperature=temperature, recording_temperature=rec_temperature,
+        head=head_config, feature_hidden=c.feature_hidden, temperature=temperature,
+        recording_temperature=rec_temperature,
     )
     model = MurmurModel(model_config, encoder=encoder)
     model.head.load_state_dict(head.state_dict())
