@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.live_server import free_port
@@ -39,30 +37,16 @@ def tiny_llm(tmp_path_factory):
 
 def test_live_and_batch_runs_agree(tiny_llm):
     model, base = tiny_llm
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/v1"
+    from assistant.llm_service import LLMServerConfig, start_llm_server
+
     common = ["--circor-root", str(base / "data"), "--split", "all", "--predictor", "audio-llm", "--no-progress",
               "--bootstrap", "20"]
-    log = (base / "serve.log").open("w")
-    server = subprocess.Popen([sys.executable, "-c", "from assistant.cli import main; main()", "serve", "llm",
-                               "--model", str(model), "--port", str(port), "--served-model-name", "tiny"],
-                              stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + 600
-        while True:
-            assert server.poll() is None, (base / "serve.log").read_text()[-2000:]
-            assert time.time() < deadline, "vLLM did not start in 10 minutes"
-            try:
-                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(2)
-        live = _cli("eval", "run", *common, "--endpoint", url, "--out", str(base / "live"))
-        assert live.returncode == 0, live.stderr
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        log.close()
+    # In-process start: the context manager stops vLLM itself (terminating a `murmurscope serve llm` child
+    # would orphan the server, which runs in its own session).
+    config = LLMServerConfig(model=model, port=free_port(), served_model_name="tiny", log_file=base / "serve.log")
+    with start_llm_server(config) as server:
+        live = _cli("eval", "run", *common, "--endpoint", server.config.base_url, "--out", str(base / "live"))
+    assert live.returncode == 0, live.stderr
     requests = base / "batch" / "requests.jsonl"
     wrote = _cli("eval", "run", *common, "--model", "tiny", "--out", str(base / "unused"), "--batch-out",
                  str(requests))
