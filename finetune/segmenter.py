@@ -34,14 +34,14 @@ class SegmenterTrainConfig:
     crop_seconds: float = 8.0
     learning_rate: float = 3e-3
     weight_decay: float = 1e-4
-    channels: int = 32
-    levels: int = 6
+    channels: int = 48
+    levels: int = 7
     emission: str = "neural"
     max_recordings: int | None = None
     non_heart: int = 300
     synthetic: int = 200
     workers: int = 2
-    threads: int = 2
+    threads: int = 1
     split: SplitConfig = field(default_factory=SplitConfig)
 
 

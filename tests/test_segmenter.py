@@ -143,6 +143,9 @@ def test_cli_folder_mode_on_official_wav_layout(tmp_path):
         assert any(iv.state == State.S1 for iv in read_tsv(out / f"{stem}.tsv").intervals)
     again = runner.invoke(app, ["segment", str(root), "--out", str(out)])
     assert again.exit_code != 0 and "already exists" in str(again.exception)
+    plots = runner.invoke(app, ["segment", str(root), "--out", str(tmp_path / "png"), "--plot"])
+    assert plots.exit_code == 0 and len(list((tmp_path / "png").glob("*.png"))) == 8
+    assert runner.invoke(app, ["segment", str(root), "--plot"]).exit_code != 0
 
 
 def test_cli_refuses_bad_out(tmp_path):
