@@ -90,8 +90,8 @@ def show_findings() -> None:
         with tab:
             s = rf.segmentation
             st.caption(f"heart rate {f'{s.heart_rate:.0f} bpm' if s.heart_rate else 'not found'} · "
-                       f"{s.n_cycles} cycles · quality {s.quality:.2f}{'' if s.reliable else ' (unreliable)'} · "
-                       f"{s.message}")
+                       f"{s.n_cycles} cycles · quality {s.quality:.2f}"
+                       + ("" if s.reliable else f" · unreliable: {s.message}"))
             fig = recording_figure(rec, s)
             st.pyplot(fig)
             plt.close(fig)

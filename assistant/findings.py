@@ -14,10 +14,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from assistant.audio import Recording
+from assistant.audio import Recording, check_samples
 from assistant.errors import MurmurScopeError
 from assistant.murmur import MurmurModel, PatientPrediction
-from assistant.segmenter import SegmentResult, segment_recording
+from assistant.segmenter import Segmenter, SegmentResult, default_segmenter, segment_recording
 from knowledge.retriever import Passage, Retriever
 
 DISCLAIMER = (
@@ -113,7 +113,7 @@ def guidance_query(prediction: PatientPrediction) -> str:
 
 
 class AnalysisError(MurmurScopeError):
-    """Nothing to analyse."""
+    """Nothing usable to analyse."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ class Analyzer:
     """Loaded models, reused across calls (the warm path the API and the app keep in memory)."""
 
     def __init__(self, murmur_model: MurmurModel, retriever: Retriever | None = None, guidance_k: int = 3,
-                 segmenter=None):
+                 segmenter: Segmenter | None = None):
         self.murmur_model = murmur_model
         self.retriever = retriever
         self.guidance_k = guidance_k
@@ -137,7 +137,8 @@ class Analyzer:
 
     @classmethod
     def load(cls, config: AnalysisConfig = AnalysisConfig()) -> Analyzer:
-        return cls(MurmurModel.load(config.murmur_model), Retriever.load(config.index_dir), config.guidance_k)
+        return cls(MurmurModel.load(config.murmur_model), Retriever.load(config.index_dir), config.guidance_k,
+                   default_segmenter())
 
     def segment(self, recording: Recording) -> SegmentationFinding:
         return segmentation_finding(segment_recording(recording, segmenter=self.segmenter))
@@ -152,18 +153,17 @@ class Analyzer:
         if not recordings:
             raise AnalysisError("no recordings to analyse")
         ids = list(ids) if ids is not None else [f"rec{i + 1}" for i in range(len(recordings))]
+        for rid, rec in zip(ids, recordings):
+            try:
+                check_samples(rec.samples, rec.rate, rid)
+            except MurmurScopeError as e:
+                raise AnalysisError(str(e)) from None
+        # predict_recordings keeps the order of its input and drops only recordings that fail
+        # check_samples, which none does now: recording k is prediction k.
         prediction = self.murmur_model.predict_recordings(list(recordings), patient_id=patient_id)
-        # predict_recordings keeps the order of its input: recording k is prediction k.
-        per_recording = [r.probabilities for r in prediction.recordings]
-        found = []
-        for k, (rid, rec) in enumerate(zip(ids, recordings)):
-            found.append(RecordingFindings(
-                id=rid,
-                site=rec.site,
-                duration_s=round(rec.duration, 2),
-                segmentation=self.segment(rec),
-                murmur_probabilities=_rounded(per_recording[k]) if k < len(per_recording) else {},
-            ))
+        found = [RecordingFindings(id=rid, site=rec.site, duration_s=round(rec.duration, 2),
+                                   segmentation=self.segment(rec), murmur_probabilities=_rounded(p.probabilities))
+                 for rid, rec, p in zip(ids, recordings, prediction.recordings, strict=True)]
         findings = Findings(
             patient_id=patient_id,
             murmur=prediction.murmur,

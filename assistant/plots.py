@@ -38,6 +38,8 @@ def draw_spectrogram(ax, rec: Recording, window_s: float | None = None, max_hz: 
     nfft = int(2 ** np.ceil(np.log2(0.064 * rec.rate)))
     ax.specgram(rec.samples[:n], NFFT=nfft, Fs=rec.rate, noverlap=nfft * 3 // 4, cmap="magma", scale="dB")
     ax.set_ylim(0, min(max_hz, rec.rate / 2))
+    # specgram widens the x range to its own margins; keep the waveform's 0..n axis (they share it).
+    ax.set_xlim(0, (n - 1) / rec.rate)
     ax.set_ylabel("Hz")
 
 
@@ -47,6 +49,7 @@ def draw_probabilities(ax, probabilities: dict[str, float], title: str = "murmur
     for y, v in enumerate(values):
         ax.text(min(v + 0.02, 0.9), y, f"{100 * v:.0f}%", va="center")
     ax.set_xlim(0, 1)
+    ax.set_xlabel("probability")
     ax.set_title(title)
 
 
@@ -72,10 +75,16 @@ def findings_figure(recordings: Sequence[Recording], findings: Findings, window_
         draw_waveform(ax_w, rec, rf.segmentation, window_s)
         draw_spectrogram(ax_s, rec, window_s)
         hr = rf.segmentation.heart_rate
+        shown = rec.duration if window_s is None else min(window_s, rec.duration)
+        present = rf.murmur_probabilities.get("Present")
         ax_w.set_title(f"{rf.id} · site {rf.site or '?'} · {f'{hr:.0f} bpm' if hr else 'no rhythm'} · "
-                       f"quality {rf.segmentation.quality:.2f}", fontsize=9, loc="left")
-    ax_w.legend(handles=[Patch(color=c, alpha=0.35, label=name) for name, c in STATE_COLORS.values()],
-                loc="upper right", ncol=4, fontsize=7)
+                       f"quality {rf.segmentation.quality:.2f}"
+                       + (f" · P(murmur present) {100 * present:.0f}%" if present is not None else "")
+                       + f" · first {shown:.0f} s of {rec.duration:.0f} s", fontsize=9, loc="left")
+    ax_s.set_xlabel("time (s)")
+    # Above the first recording rather than over a waveform, where it would hide heart sounds.
+    fig.legend(handles=[Patch(color=c, alpha=0.35, label=name) for name, c in STATE_COLORS.values()],
+               loc="outside upper right", ncol=4, fontsize=8)
     draw_probabilities(fig.add_subplot(grid[-1]), findings.probabilities,
                        f"patient {findings.patient_id}: murmur {findings.murmur}")
     return fig

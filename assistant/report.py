@@ -42,13 +42,14 @@ def findings_markdown(f: Findings) -> str:
 def guidance_markdown(passages: list[GuidancePassage]) -> str:
     if not passages:
         return ""
-    lines = ["Guidance:"]
+    # One paragraph per passage and per source: Markdown joins consecutive lines into one paragraph.
+    blocks = ["**Guidance**"]
     for k, p in enumerate(passages, 1):
         text = p.text if len(p.text) <= 600 else p.text[:600].rsplit(" ", 1)[0] + " …"
-        lines.append(f"[{k}] {text}")
-    lines.append("")
-    lines += [f"[{k}] {p.citation()}" + (f" <{p.url}>" if p.url else "") for k, p in enumerate(passages, 1)]
-    return "\n".join(lines)
+        blocks.append(f"[{k}] {text}")
+    blocks.append("**Sources**")
+    blocks += [f"[{k}] {p.citation()}" + (f" <{p.url}>" if p.url else "") for k, p in enumerate(passages, 1)]
+    return "\n\n".join(blocks)
 
 
 def report_markdown(f: Findings, notice: str | None = None) -> str:

@@ -24,20 +24,48 @@ def synth_root(tmp_path_factory) -> Path:
     return root
 
 
-# Pieces built in parallel (segmenter, murmur model, retriever, audio-LLM client) are replaced by
-# the doubles in tests/doubles.py only while they are absent from the branch.
-from tests import doubles  # noqa: E402
+@pytest.fixture(scope="session")
+def analyzer():
+    """The shipped segmenter, murmur model and guidance index, loaded once for the whole session."""
+    from assistant.findings import Analyzer
 
-MISSING_PIECES = doubles.install_missing()
+    return Analyzer.load()
 
 
 @pytest.fixture()
-def fake_analyzer(monkeypatch):
-    """An Analyzer on the test doubles: tests of the consultation's own logic, independent of weights."""
-    import assistant.findings as findings
+def analyzer_loaded_once(monkeypatch, analyzer):
+    """`Analyzer.load()` of the shipped models returns the session's analyzer instead of loading them again."""
+    from assistant.findings import AnalysisConfig, Analyzer
 
-    monkeypatch.setattr(findings, "segment_recording", doubles.segment_recording)
-    return findings.Analyzer(doubles.MurmurModel(), doubles.Retriever(), guidance_k=2)
+    load = Analyzer.load.__func__
+
+    def load_once(cls, config: AnalysisConfig = AnalysisConfig()) -> Analyzer:
+        return analyzer if config == AnalysisConfig() else load(cls, config)
+
+    monkeypatch.setattr(Analyzer, "load", classmethod(load_once))
+    return analyzer
+
+
+@pytest.fixture(scope="session")
+def tiny_audio_llm(tmp_path_factory, synth_root) -> Path:
+    """The audio-LLM chain through the CLI: tiny-model -> qa -> a few LoRA SFT steps -> merged vLLM export."""
+    import subprocess
+    import sys
+
+    murmurscope = str(Path(sys.executable).with_name("murmurscope"))
+
+    def cli(*args: str) -> None:
+        subprocess.run([murmurscope, *args], check=True, timeout=900)
+
+    work = tmp_path_factory.mktemp("audio_llm_chain")
+    cli("finetune", "tiny-model", "--out", str(work / "tiny"))
+    cli("finetune", "qa", "--circor-root", str(synth_root), "--out", str(work / "qa"), "--max-clip-seconds", "5")
+    cli("finetune", "sft", "--model", str(work / "tiny"), "--data", str(work / "qa"), "--out", str(work / "adapter"),
+        "--max-steps", "30", "--batch-size", "4", "--grad-accum", "1", "--learning-rate", "5e-3",
+        "--lora-r", "16", "--lora-alpha", "32", "--logging-steps", "5", "--torch-threads", "1")
+    cli("finetune", "merge", "--base", str(work / "tiny"), "--adapter", str(work / "adapter"),
+        "--out", str(work / "merged"))
+    return work / "merged"
 
 
 @pytest.fixture()

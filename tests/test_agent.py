@@ -18,14 +18,14 @@ def tool_messages(model: ScriptedChatModel) -> list[ToolMessage]:
     return [m for m in model.seen[-1] if isinstance(m, ToolMessage)]
 
 
-def test_agent_calls_tools_on_attached_recordings(fake_analyzer, synth_recordings):
+def test_agent_calls_tools_on_attached_recordings(analyzer, synth_recordings):
     model = scripted(
         call("classify_murmur", {}, "c1"),
         call("segment_recording", {"recording_id": "rec2"}, "c2"),
         call("search_guidance", {"query": "holosystolic murmur referral"}, "c3"),
         AIMessage(content=FINAL),
     )
-    c = Consultation(fake_analyzer, chat_model=model)
+    c = Consultation(analyzer, chat_model=model)
     conv = c.new_conversation()
     for rec in synth_recordings:
         c.attach(conv, rec)
@@ -48,14 +48,14 @@ def test_agent_calls_tools_on_attached_recordings(fake_analyzer, synth_recording
     assert "[1]" in msgs[2].content
 
 
-def test_tool_failure_reaches_the_model_and_the_conversation_goes_on(fake_analyzer, synth_recordings):
+def test_tool_failure_reaches_the_model_and_the_conversation_goes_on(analyzer, synth_recordings):
     model = scripted(
         call("segment_recording", {"recording_id": "rec9"}, "c1"),
         AIMessage(content="rec9 does not exist; the attached recording is rec1."),
         call("segment_recording", {"recording_id": "rec1"}, "c2"),
         AIMessage(content="done"),
     )
-    c = Consultation(fake_analyzer, chat_model=model)
+    c = Consultation(analyzer, chat_model=model)
     conv = c.new_conversation()
     c.attach(conv, synth_recordings[0])
     reply = c.ask(conv, "Segment rec9")
@@ -74,13 +74,13 @@ def test_tool_failure_reaches_the_model_and_the_conversation_goes_on(fake_analyz
     assert json.loads(tool_messages(model)[-1].content)["recording_id"] == "rec1"
 
 
-def test_internal_tool_errors_are_reported_without_details(fake_analyzer, synth_recordings, monkeypatch):
+def test_internal_tool_errors_are_reported_without_details(analyzer, synth_recordings, monkeypatch):
     def broken(rec):
         raise RuntimeError("secret internal path /data/x")
 
-    monkeypatch.setattr(fake_analyzer, "segment", broken)
+    monkeypatch.setattr(analyzer, "segment", broken)
     model = scripted(call("segment_recording", {"recording_id": "rec1"}, "c1"), AIMessage(content="missing"))
-    c = Consultation(fake_analyzer, chat_model=model)
+    c = Consultation(analyzer, chat_model=model)
     conv = c.new_conversation()
     c.attach(conv, synth_recordings[0])
     assert c.ask(conv, "go").text == "missing"
@@ -88,9 +88,9 @@ def test_internal_tool_errors_are_reported_without_details(fake_analyzer, synth_
     assert msg.status == "error" and "RuntimeError" in msg.content and "secret" not in msg.content
 
 
-def test_conversations_do_not_see_each_others_recordings(fake_analyzer, synth_recordings):
+def test_conversations_do_not_see_each_others_recordings(analyzer, synth_recordings):
     model = scripted(call("segment_recording", {"recording_id": "rec2"}, "c1"), AIMessage(content="ok"))
-    c = Consultation(fake_analyzer, chat_model=model)
+    c = Consultation(analyzer, chat_model=model)
     a, b = c.new_conversation(), c.new_conversation()
     c.attach(a, synth_recordings[0])
     c.attach(a, synth_recordings[1])
@@ -99,20 +99,20 @@ def test_conversations_do_not_see_each_others_recordings(fake_analyzer, synth_re
     assert tool_messages(model)[0].status == "error"
 
 
-def test_audio_llm_tool_only_when_configured(fake_analyzer, synth_recordings):
+def test_audio_llm_tool_only_when_configured(analyzer, synth_recordings):
     from assistant.audio_llm import AudioLLMConfig
 
     model = scripted(AIMessage(content="hi"))
-    Consultation(fake_analyzer, chat_model=model).ask("x", "hi")
+    Consultation(analyzer, chat_model=model).ask("x", "hi")
     assert "ask_audio_llm" not in model.bound_tools
     model = scripted(AIMessage(content="hi"))
-    Consultation(fake_analyzer, chat_model=model,
+    Consultation(analyzer, chat_model=model,
                  audio_llm=AudioLLMConfig(base_url="http://127.0.0.1:9/v1", model="m")).ask("x", "hi")
     assert "ask_audio_llm" in model.bound_tools
 
 
-def test_without_chat_model_the_reply_is_findings_and_guidance(fake_analyzer, synth_recordings):
-    c = Consultation(fake_analyzer)
+def test_without_chat_model_the_reply_is_findings_and_guidance(analyzer, synth_recordings):
+    c = Consultation(analyzer)
     conv = c.new_conversation()
     for rec in synth_recordings:
         c.attach(conv, rec)
@@ -124,11 +124,11 @@ def test_without_chat_model_the_reply_is_findings_and_guidance(fake_analyzer, sy
     assert "[1]" in reply.text and "decision support, not a diagnosis" in reply.text
 
 
-def test_unreachable_chat_model_falls_back(fake_analyzer, synth_recordings):
+def test_unreachable_chat_model_falls_back(analyzer, synth_recordings):
     from assistant.agent import ChatModelConfig
 
     cfg = ChatModelConfig(base_url="http://127.0.0.1:9/v1", timeout=5)
-    c = Consultation(fake_analyzer, chat_model=cfg.chat_model(), chat_url=cfg.base_url)
+    c = Consultation(analyzer, chat_model=cfg.chat_model(), chat_url=cfg.base_url)
     conv = c.new_conversation()
     c.attach(conv, synth_recordings[0])
     reply = c.ask(conv, "murmur?")
@@ -137,9 +137,9 @@ def test_unreachable_chat_model_falls_back(fake_analyzer, synth_recordings):
     assert "could not be used" in streamed and "**Murmur:" in streamed
 
 
-def test_stream_yields_the_final_answer(fake_analyzer, synth_recordings):
+def test_stream_yields_the_final_answer(analyzer, synth_recordings):
     model = scripted(call("classify_murmur", {}, "c1"), AIMessage(content=FINAL))
-    c = Consultation(fake_analyzer, chat_model=model)
+    c = Consultation(analyzer, chat_model=model)
     conv = c.new_conversation()
     c.attach(conv, synth_recordings[0])
     assert "".join(c.stream(conv, "murmur?")) == FINAL

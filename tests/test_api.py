@@ -21,12 +21,12 @@ FINAL = "Murmur present (60%), quality 0.8 [1]. This is decision support, not a 
 
 
 @pytest.fixture()
-def api(fake_analyzer, tmp_path):
+def api(analyzer, tmp_path):
     model = ScriptedChatModel(responses=[call("classify_murmur", {}, "c1"), AIMessage(content=FINAL)], seen=[])
     uploads = tmp_path / "uploads"
     uploads.mkdir()
     config = APIConfig(api_key=KEY, max_upload_mb=1.0, upload_dir=uploads)
-    with serve(create_app(Consultation(fake_analyzer, chat_model=model), config)) as url:
+    with serve(create_app(Consultation(analyzer, chat_model=model), config)) as url:
         yield url, model, uploads
 
 
@@ -149,12 +149,12 @@ def test_bad_requests(api, synth_recordings):
     assert r.status_code == 400 and r.json()["error"]["param"] == "sites"
 
 
-def test_file_urls_inside_the_allowed_folder(fake_analyzer, synth_recordings, tmp_path):
+def test_file_urls_inside_the_allowed_folder(analyzer, synth_recordings, tmp_path):
     model = ScriptedChatModel(responses=[AIMessage(content="ok")], seen=[])
     allowed = tmp_path / "allowed"
     allowed.mkdir()
     write_recording(allowed / "a.wav", synth_recordings[0])
-    app = create_app(Consultation(fake_analyzer, chat_model=model), APIConfig(allowed_local_audio_dir=allowed))
+    app = create_app(Consultation(analyzer, chat_model=model), APIConfig(allowed_local_audio_dir=allowed))
     with serve(app) as url:
         c = client(url, key="none")
         ok = c.chat.completions.create(model="murmurscope", messages=[{"role": "user", "content": [

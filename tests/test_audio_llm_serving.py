@@ -28,27 +28,10 @@ if not REPO_VLLM_PYTHON.exists():
 MURMURSCOPE = str(Path(sys.executable).with_name("murmurscope"))
 
 
-def _cli(*args: str) -> None:
-    subprocess.run([MURMURSCOPE, *args], check=True, timeout=900)
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def merged(tmp_path_factory, synth_root) -> Path:
-    work = tmp_path_factory.mktemp("chain")
-    _cli("finetune", "tiny-model", "--out", str(work / "tiny"))
-    _cli("finetune", "qa", "--circor-root", str(synth_root), "--out", str(work / "qa"), "--max-clip-seconds", "5")
-    _cli("finetune", "sft", "--model", str(work / "tiny"), "--data", str(work / "qa"), "--out", str(work / "adapter"),
-         "--max-steps", "30", "--batch-size", "4", "--grad-accum", "1", "--learning-rate", "5e-3",
-         "--lora-r", "16", "--lora-alpha", "32", "--logging-steps", "5", "--torch-threads", "1")
-    _cli("finetune", "merge", "--base", str(work / "tiny"), "--adapter", str(work / "adapter"),
-         "--out", str(work / "merged"))
-    return work / "merged"
 
 
 def _transformers_reply(model_dir: Path, recording, question: str) -> str:
@@ -74,7 +57,7 @@ def _transformers_reply(model_dir: Path, recording, question: str) -> str:
     return processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def test_serve_llm_answers_an_audio_question_over_http(merged, synth_root, tmp_path):
+def test_serve_llm_answers_an_audio_question_over_http(tiny_audio_llm, synth_root, tmp_path):
     from assistant.audio_llm import AudioLLMConfig, ask_feature
     from assistant.circor import read_folder
     from assistant.murmur_questions import UNPARSEABLE, parse_answer, vocabulary
@@ -82,7 +65,7 @@ def test_serve_llm_answers_an_audio_question_over_http(merged, synth_root, tmp_p
     port = _free_port()
     log = tmp_path / "vllm.log"
     with log.open("wb") as fh:
-        proc = subprocess.Popen([MURMURSCOPE, "serve", "llm", "--model", str(merged),
+        proc = subprocess.Popen([MURMURSCOPE, "serve", "llm", "--model", str(tiny_audio_llm),
                                  "--port", str(port), "--served-model-name", "tiny", "--dtype", "float32"],
                                 stdout=fh, stderr=subprocess.STDOUT)
     try:
@@ -98,7 +81,7 @@ def test_serve_llm_answers_an_audio_question_over_http(merged, synth_root, tmp_p
         recording = read_folder(synth_root)[0].recordings[0].load()
         config = AudioLLMConfig(f"http://127.0.0.1:{port}/v1", "tiny", timeout=120)
         got = ask_feature(recording, "murmur", config)
-        assert got.raw.strip() == _transformers_reply(merged, recording, got.question).strip()
+        assert got.raw.strip() == _transformers_reply(tiny_audio_llm, recording, got.question).strip()
         # A few LoRA steps on a random tiny model need not yield a CirCor term; the parse must still hold.
         assert got.label == parse_answer("murmur", got.raw)
         assert got.label in (*vocabulary("murmur"), UNPARSEABLE)

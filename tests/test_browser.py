@@ -18,17 +18,20 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
-SCREENSHOT = Path(__file__).resolve().parents[1] / "build" / "screenshots" / "streamlit_analysis.png"
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "streamlit_app.py"
+SCREENSHOT = ROOT / "build" / "screenshots" / "streamlit_analysis.png"
 
 
 @pytest.fixture()
 def streamlit_url(tmp_path):
     port = free_port()
     env = {**os.environ, "MURMURSCOPE_CHAT_BASE_URL": ""}
+    log = (tmp_path / "streamlit.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("run_streamlit.py")), "--server.port", str(port),
+        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
          "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
@@ -39,11 +42,12 @@ def streamlit_url(tmp_path):
             except httpx.TransportError:
                 time.sleep(0.2)
         else:
-            raise RuntimeError("streamlit did not start")
+            raise RuntimeError(f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()[-2000:]}")
         yield url
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+        log.close()
 
 
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium absent (apt-get install -y chromium)")

@@ -2,7 +2,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 from typer.testing import CliRunner
 
 from assistant.cli import app
@@ -10,15 +9,7 @@ from assistant.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture()
-def doubled(monkeypatch, fake_analyzer):
-    from assistant.findings import Analyzer
-
-    monkeypatch.setattr(Analyzer, "load", classmethod(lambda cls, config=None: fake_analyzer))
-    return fake_analyzer
-
-
-def test_analyze_json_per_patient(doubled, synth_root):
+def test_analyze_json_per_patient(analyzer_loaded_once, synth_root):
     result = runner.invoke(app, ["analyze", str(synth_root), "--json"])
     assert result.exit_code == 0, result.output
     found = json.loads(result.stdout)
@@ -30,7 +21,7 @@ def test_analyze_json_per_patient(doubled, synth_root):
     assert first["recordings"][0]["segmentation"]["intervals"]
 
 
-def test_analyze_files_with_plot(doubled, synth_root, tmp_path):
+def test_analyze_files_with_plot(analyzer_loaded_once, synth_root, tmp_path):
     files = [str(p) for p in sorted(synth_root.glob("11001_*.wav"))]
     result = runner.invoke(app, ["analyze", *files, "--plot", "--plot-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -39,7 +30,7 @@ def test_analyze_files_with_plot(doubled, synth_root, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
 
 
-def test_chat_without_model_gives_findings(doubled, synth_root, monkeypatch):
+def test_chat_without_model_gives_findings(analyzer_loaded_once, synth_root, monkeypatch):
     monkeypatch.delenv("MURMURSCOPE_CHAT_BASE_URL", raising=False)
     files = [str(p) for p in sorted(synth_root.glob("11002_*.wav"))]
     result = runner.invoke(app, ["chat", *files], input="is there a murmur?\nexit\n")

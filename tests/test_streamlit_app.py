@@ -12,11 +12,8 @@ APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 
 
 @pytest.fixture()
-def app(fake_analyzer, monkeypatch):
-    from assistant.findings import Analyzer
-
+def app(analyzer_loaded_once, monkeypatch):
     monkeypatch.delenv("MURMURSCOPE_CHAT_BASE_URL", raising=False)
-    monkeypatch.setattr(Analyzer, "load", classmethod(lambda cls, config=None: fake_analyzer))
     st.cache_resource.clear()
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
