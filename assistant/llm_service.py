@@ -7,6 +7,7 @@ The server runs in vLLM's own interpreter (`assistant/llm_server.py`): on a CPU 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -70,6 +71,14 @@ class LLMServerConfig:
         return cmd + (["--enforce-eager"] if self.enforce_eager else [])
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class LLMServer:
     """A running vLLM server process; a context manager that stops it on exit."""
 
@@ -98,13 +107,20 @@ class LLMServer:
         raise LLMServerError(f"vLLM was not healthy within {self.config.startup_timeout:.0f} s")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
+        # vLLM forks an engine-core process; signalling the whole session's group stops it too, where
+        # terminating the launcher alone was seen to leave the engine (and its port) behind.
+        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
             try:
-                self.process.wait(timeout=30)
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(timeout=wait)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                continue
+            if not _group_alive(self.process.pid):
+                break
+            time.sleep(1.0)
 
     def __enter__(self) -> LLMServer:
         return self

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from assistant.llm_service import REPO_VLLM_PYTHON
@@ -93,5 +94,9 @@ def test_serve_llm_answers_an_audio_question_over_http(tiny_audio_llm, synth_roo
         assert bad.status_code >= 400 and "error" in json.dumps(bad.json())
         assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
     finally:
+        # SIGTERM to `serve llm` must stop vLLM's engine process too, not only its launcher.
+        family = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
         proc.terminate()
         proc.wait(timeout=60)
+        _, alive = psutil.wait_procs(family, timeout=30)
+        assert not alive, [p.cmdline() for p in alive]
