@@ -14,15 +14,20 @@ import torch
 
 from assistant.audio import Recording, check_samples
 from assistant.circor import Patient
+from assistant.cycle_features import CycleConfig, cycle_vector
 from assistant.encoders import CNNConfig, CNNEncoder, Encoder
 from assistant.errors import MurmurScopeError
 from assistant.labels import FEATURES, LOCATIONS, MURMUR_CLASSES, PREDICTION_COLUMNS
+from assistant.melspec import LogMel
 from assistant.murmur_head import TOKENS, FeatureHeads, HeadConfig, MultiSiteHead
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 WEIGHTS_NAME = "murmur.safetensors"
 CONFIG_NAME = "murmur.json"
 DECISIONS = ("head", "niizumi")
+# What the feature heads read per site: the encoder's clip embedding, the cycle-synchronous log-mel
+# (assistant.cycle_features, needs the segmenter), or both side by side.
+FEATURE_INPUTS = ("embedding", "cycle", "both")
 
 
 class ModelFileError(MurmurScopeError):
@@ -84,6 +89,17 @@ class MurmurConfig:
     # A feature head trained on fewer Present patients than this is flagged low-confidence.
     min_train: int = 20
     diastolic_threshold: float = 0.5
+    feature_input: str = "embedding"
+    cycle: CycleConfig = field(default_factory=CycleConfig)
+
+    @property
+    def uses_cycles(self) -> bool:
+        return self.feature_input != "embedding"
+
+    @property
+    def feature_dim(self) -> int:
+        return {"embedding": self.head.in_dim, "cycle": self.cycle.dim,
+                "both": self.head.in_dim + self.cycle.dim}[self.feature_input]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -93,6 +109,8 @@ class MurmurConfig:
         d = dict(d)
         d["cnn"] = CNNConfig.from_dict(d["cnn"])
         d["head"] = HeadConfig(**d["head"])
+        if "cycle" in d:
+            d["cycle"] = CycleConfig(**d["cycle"])
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -119,6 +137,12 @@ def site_tokens(embeddings: list[torch.Tensor], sites: list[str | None]) -> tupl
     return tokens, mask
 
 
+def standardise_cycles(vectors: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """z-score the cycle image, keep the 'cycles found' flag; a recording without cycles stays all zeros."""
+    found = vectors[..., -1:]
+    return torch.cat([(vectors[..., :-1] - mean) / std * found, found], -1)
+
+
 def niizumi_rule(recording_probs: list[dict[str, float]]) -> tuple[str, dict[str, float]]:
     """Present if any recording is, else Unknown if any is, else Absent (Niizumi et al., EMBC 2024).
 
@@ -137,6 +161,8 @@ class MurmurModel(torch.nn.Module):
         super().__init__()
         if config.decision not in DECISIONS:
             raise ModelFileError(f"decision must be one of {DECISIONS}, not {config.decision!r}")
+        if config.feature_input not in FEATURE_INPUTS:
+            raise ModelFileError(f"feature_input must be one of {FEATURE_INPUTS}, not {config.feature_input!r}")
         self.config = config
         if encoder is None:
             if config.encoder == "cnn":
@@ -151,7 +177,12 @@ class MurmurModel(torch.nn.Module):
                 raise ModelFileError(f"unknown encoder {config.encoder!r} (cnn or m2d)")
         self.encoder = encoder
         self.head = MultiSiteHead(config.head)
-        self.features = FeatureHeads(config.head.in_dim, config.feature_hidden)
+        self.features = FeatureHeads(config.feature_dim, config.feature_hidden)
+        if config.uses_cycles:
+            # Standardisation of the cycle vectors (all but the final 'cycles found' flag), from training data.
+            self.register_buffer("cycle_mean", torch.zeros(config.cycle.dim - 1))
+            self.register_buffer("cycle_std", torch.ones(config.cycle.dim - 1))
+            self.cycle_mel = LogMel(config.cnn.mel)
         self.eval()
 
     # ---- persistence -------------------------------------------------------------------------------
@@ -195,8 +226,22 @@ class MurmurModel(torch.nn.Module):
         return self.encoder.clip(torch.from_numpy(np.ascontiguousarray(rec.samples))[None])[0]
 
     @torch.inference_mode()
+    def cycle_features(self, recording: Recording) -> torch.Tensor | None:
+        """The recording's standardised cycle-synchronous vector; None when the feature heads do not use it."""
+        if not self.config.uses_cycles:
+            return None
+        from assistant.segmenter import segment_recording
+
+        rec = recording.resampled(self.config.cnn.mel.rate)
+        mel = self.cycle_mel(torch.from_numpy(np.ascontiguousarray(rec.samples))[None])[0].numpy()
+        return standardise_cycles(torch.from_numpy(cycle_vector(mel, segment_recording(rec).states, self.config.cycle)),
+                                  self.cycle_mean, self.cycle_std)
+
+    @torch.inference_mode()
     def predict_from_embeddings(self, patient_id: str, embeddings: list[torch.Tensor], sites: list[str | None],
-                                names: list[str], warnings: list[str]) -> PatientPrediction:
+                                names: list[str], warnings: list[str],
+                                cycles: list[torch.Tensor] | None = None) -> PatientPrediction:
+        """`cycles`: each recording's `cycle_features`, needed when the feature heads read them."""
         if not embeddings:
             return self._no_recordings(patient_id, warnings)
         tokens, mask = site_tokens(embeddings, sites)
@@ -208,7 +253,14 @@ class MurmurModel(torch.nn.Module):
             murmur, probs = niizumi_rule([r.probabilities for r in recordings])
         else:
             murmur = max(probs, key=probs.get)
-        features = self._features(tokens, mask, murmur == "Present")
+        feature_tokens = tokens
+        if self.config.uses_cycles:
+            if cycles is None or len(cycles) != len(embeddings):
+                raise ValueError("this model's feature heads need each recording's cycle_features")
+            cycle_tokens, _ = site_tokens(cycles, sites)
+            both = self.config.feature_input == "both"
+            feature_tokens = torch.cat([tokens, cycle_tokens], -1) if both else cycle_tokens
+        features = self._features(feature_tokens, mask, murmur == "Present")
         return PatientPrediction(patient_id, murmur, probs, recordings, features, warnings)
 
     def _features(self, tokens: torch.Tensor, mask: torch.Tensor, present: bool) -> dict[str, FeaturePrediction]:
@@ -232,7 +284,7 @@ class MurmurModel(torch.nn.Module):
         return PatientPrediction(patient_id, "Unknown", uniform, [], features, warnings)
 
     def predict_recordings(self, recordings: list[Recording], patient_id: str = "upload") -> PatientPrediction:
-        embeddings, sites, names, warnings = [], [], [], []
+        embeddings, cycles, sites, names, warnings = [], [], [], [], []
         for rec in recordings:
             name = Path(rec.source).stem if rec.source and not rec.source.startswith("<") else rec.source
             try:
@@ -241,13 +293,15 @@ class MurmurModel(torch.nn.Module):
                 warnings.append(str(e))
                 continue
             embeddings.append(self.embed(rec))
+            cycles.append(self.cycle_features(rec))
             sites.append(rec.site)
             names.append(name)
-        return self.predict_from_embeddings(patient_id, embeddings, sites, names, warnings)
+        return self.predict_from_embeddings(patient_id, embeddings, sites, names, warnings,
+                                            cycles if self.config.uses_cycles else None)
 
     def predict_patient(self, patient: Patient) -> PatientPrediction:
         patient = patient.unlabelled()
-        embeddings, sites, names, warnings = [], [], [], []
+        embeddings, cycles, sites, names, warnings = [], [], [], [], []
         for ref in patient.recordings:
             try:
                 rec = ref.load(rate=self.encoder.rate)
@@ -255,6 +309,8 @@ class MurmurModel(torch.nn.Module):
                 warnings.append(str(e))
                 continue
             embeddings.append(self.embed(rec))
+            cycles.append(self.cycle_features(rec))
             sites.append(ref.site)
             names.append(ref.name)
-        return self.predict_from_embeddings(patient.patient_id, embeddings, sites, names, warnings)
+        return self.predict_from_embeddings(patient.patient_id, embeddings, sites, names, warnings,
+                                            cycles if self.config.uses_cycles else None)

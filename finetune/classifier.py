@@ -8,9 +8,10 @@ Stages, all on the project split (validation patients are never trained on):
 3. clip embeddings of every recording: the whole recording plus `views` random sub-windows, which
    serve as data augmentation for the heads;
 4. the multi-site head, early stopping on validation weighted accuracy; temperatures fitted on validation;
-5. the feature heads on Present training patients, class-balanced, the number of epochs chosen by
-   5-fold cross-validation inside the training patients (validation holds ~17 Present patients:
-   too few to select on).
+5. the feature heads on Present training patients, class-balanced; what they read per site (the
+   clip embedding, the cycle-synchronous log-mel of `assistant.cycle_features` from the segmenter's
+   states, or both) and the number of epochs chosen by 5-fold cross-validation inside the training
+   patients (validation holds ~17 Present patients: too few to select on).
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from assistant.circor import Patient, read_folder
+from assistant.cycle_features import CycleConfig, cycle_vector
 from assistant.encoders import CNNConfig, CNNEncoder, Encoder
 from assistant.errors import MurmurScopeError
 from assistant.labels import FEATURES, MURMUR_CLASSES
 from assistant.melspec import LogMel
-from assistant.murmur import MurmurConfig, MurmurModel, niizumi_rule, token_index
+from assistant.murmur import FEATURE_INPUTS, MurmurConfig, MurmurModel, niizumi_rule, standardise_cycles, token_index
 from assistant.murmur_head import TOKENS, HeadConfig, LossConfig, head_loss, spec_augment_tokens
 from assistant.split import SplitConfig, split_patients
 from eval.classifier_metrics import uar, weighted_accuracy
@@ -63,6 +65,8 @@ class ClassifierTrainConfig:
     feature_folds: int = 5
     feature_hidden: int = 64
     feature_lr: float = 3e-3
+    feature_inputs: tuple[str, ...] = FEATURE_INPUTS
+    cycle: CycleConfig = field(default_factory=CycleConfig)
     threads: int = 1
     progress: bool = True
     cnn: CNNConfig = field(default_factory=CNNConfig)
@@ -137,6 +141,27 @@ class Data:
             np.savez(path, **{it.name: m for it, m in zip(self.items, mels) if m is not None})
         self.skipped += [f"{it.name}: unreadable" for it, m in zip(self.items, mels) if m is None]
         return mels
+
+    def load_states(self, rate: int) -> list[np.ndarray | None]:
+        """The shipped segmenter's states (50 frames/s) for every recording, cached like the log-mels."""
+        from assistant.segmenter import WEIGHTS_DIR, WEIGHTS_NAME, default_segmenter
+
+        c = self.config
+        segmenter_id = hashlib.sha1((WEIGHTS_DIR / f"{WEIGHTS_NAME}.safetensors").read_bytes()).hexdigest()
+        key = hashlib.sha1(json.dumps([segmenter_id, rate, [str(r.audio_path) for r in self.refs]]).encode())
+        path = c.cache_dir / f"states-{key.hexdigest()[:12]}.npz"
+        if path.exists():
+            with np.load(path) as z:
+                return [z[it.name] if it.name in z else None for it in self.items]
+        segmenter, states = default_segmenter(), []
+        for ref in tqdm(self.refs, desc="segmenter", disable=not c.progress):
+            try:
+                states.append(segmenter.segment(ref.load(rate=rate)).states)
+            except MurmurScopeError:
+                states.append(None)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **{it.name: s for it, s in zip(self.items, states) if s is not None})
+        return states
 
 
 def _crop(m: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarray:
@@ -403,51 +428,83 @@ def _fit_features(features: nn.Module, t: PatientTensors, targets: dict[str, tor
     return float(loss.item())
 
 
-def select_feature_epochs(t: PatientTensors, targets: dict[str, torch.Tensor], idx: np.ndarray,
-                          config: ClassifierTrainConfig, log: dict) -> int:
-    """Epoch count by 5-fold cross-validation inside the training patients (mean UAR of the location and
-    systolic heads): the validation split holds too few Present patients to choose on."""
+def select_features(inputs: dict[str, PatientTensors], targets: dict[str, torch.Tensor], idx: np.ndarray,
+                    config: ClassifierTrainConfig, log: dict) -> tuple[str, int]:
+    """Input and epoch count by 5-fold cross-validation inside the training patients (mean UAR of the
+    location and systolic heads): the validation split holds too few Present patients to choose on."""
     from assistant.murmur_head import FeatureHeads
 
     candidates = [e for e in config.feature_epoch_candidates if e <= config.feature_epochs] or [config.feature_epochs]
     rng = np.random.default_rng(config.seed + 4)
     folds = np.array_split(rng.permutation(idx), config.feature_folds)
-    scores: dict[int, list[float]] = {e: [] for e in candidates}
-    for k in tqdm(range(len(folds)), desc="feature-head CV", disable=not config.progress):
-        held = folds[k]
-        fit = np.concatenate([f for j, f in enumerate(folds) if j != k])
+    scores = {(name, e): {f: [] for f in SELECTION_FEATURES} for name in inputs for e in candidates}
+    for name, t in inputs.items():
+        for k in tqdm(range(len(folds)), desc=f"feature-head CV ({name})", disable=not config.progress):
+            held = folds[k]
+            fit = np.concatenate([f for j, f in enumerate(folds) if j != k])
 
-        def score(features: nn.Module, epoch: int, held=held) -> None:
-            with torch.inference_mode():
-                out = features(t.tokens[torch.from_numpy(held), 0], t.mask[held])
-            uars = []
-            for name in SELECTION_FEATURES:
-                y = targets[name][held]
-                keep = y >= 0
-                truth = [FEATURES[name][i] for i in y[keep].tolist()]
-                pred = [FEATURES[name][i] for i in out[name][keep].argmax(-1).tolist()]
-                uars.append(uar(truth, pred, FEATURES[name]))
-            scores[epoch].append(float(np.nanmean(uars)))
+            def score(features: nn.Module, epoch: int, held=held, t=t, name=name) -> None:
+                with torch.inference_mode():
+                    out = features(t.tokens[torch.from_numpy(held), 0], t.mask[held])
+                for f in SELECTION_FEATURES:
+                    y = targets[f][held]
+                    keep = y >= 0
+                    truth = [FEATURES[f][i] for i in y[keep].tolist()]
+                    pred = [FEATURES[f][i] for i in out[f][keep].argmax(-1).tolist()]
+                    scores[name, epoch][f].append(uar(truth, pred, FEATURES[f]))
 
-        torch.manual_seed(config.seed + 10 + k)
-        features = FeatureHeads(t.tokens.shape[-1], config.feature_hidden)
-        _fit_features(features, t, targets, fit, max(candidates), config, config.seed + 10 + k,
-                      {e: (lambda f, e=e: score(f, e)) for e in candidates})
-    mean = {e: float(np.mean(v)) for e, v in scores.items()}
-    best = max(candidates, key=lambda e: (round(mean[e], 4), -e))
-    log["feature_cv"] = {"mean_uar_by_epochs": mean, "chosen_epochs": best}
+            torch.manual_seed(config.seed + 10 + k)
+            features = FeatureHeads(t.tokens.shape[-1], config.feature_hidden)
+            _fit_features(features, t, targets, fit, max(candidates), config, config.seed + 10 + k,
+                          {e: (lambda f, e=e: score(f, e)) for e in candidates})
+    per_feature = {key: {f: float(np.nanmean(v)) for f, v in fs.items()} for key, fs in scores.items()}
+    mean = {key: float(np.mean(list(v.values()))) for key, v in per_feature.items()}
+    order = list(inputs)
+    best = max(mean, key=lambda key: (round(mean[key], 4), -order.index(key[0]), -key[1]))
+    log["feature_cv"] = {"mean_uar": {f"{n}/{e}": v for (n, e), v in mean.items()},
+                         "uar_by_feature": {f"{n}/{e}": v for (n, e), v in per_feature.items()},
+                         "chosen_input": best[0], "chosen_epochs": best[1]}
     return best
 
 
-def train_features(features: nn.Module, t: PatientTensors, targets: dict[str, torch.Tensor],
+def train_features(features: nn.Module, t: PatientTensors, targets: dict[str, torch.Tensor], epochs: int,
                    config: ClassifierTrainConfig, log: dict) -> dict[str, int]:
     idx = np.flatnonzero(t.train & (targets["diastolic"].numpy() >= 0))
     n_train = {name: int((targets[name][idx] >= 0).sum()) for name in FEATURES}
-    epochs = select_feature_epochs(t, targets, idx, config, log)
     torch.manual_seed(config.seed + 3)
     final_loss = _fit_features(features, t, targets, idx, epochs, config, config.seed + 3)
     log["features"] = {"n_train": n_train, "epochs": epochs, "final_loss": final_loss}
     return n_train
+
+
+def cycle_statistics(vectors: np.ndarray, data: Data) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of the cycle images over training recordings where cycles were found."""
+    use = np.array([it.train for it in data.items]) & (vectors[:, -1] > 0)
+    if not use.any():
+        raise MurmurScopeError("the segmenter found heart cycles in no training recording")
+    images = vectors[use, :-1]
+    return torch.from_numpy(images.mean(0)), torch.from_numpy(images.std(0) + 1e-3)
+
+
+def feature_inputs(
+    data: Data, t: PatientTensors, ok: np.ndarray, mels: list[np.ndarray | None], config: ClassifierTrainConfig
+) -> tuple[dict[str, PatientTensors], tuple[torch.Tensor, torch.Tensor]]:
+    """Patient tensors for each candidate feature-head input, and the cycle standardisation."""
+    c = config
+    inputs = {"embedding": t} if "embedding" in c.feature_inputs else {}
+    if not set(c.feature_inputs) - {"embedding"}:
+        return inputs, (torch.zeros(0), torch.zeros(0))
+    states = data.load_states(c.cnn.mel.rate)
+    vectors = np.stack([cycle_vector(m.astype(np.float32), s, c.cycle) if m is not None and s is not None
+                        else np.zeros(c.cycle.dim, dtype=np.float32) for m, s in zip(mels, states)])
+    mean, std = cycle_statistics(vectors, data)
+    z = standardise_cycles(torch.from_numpy(vectors), mean, std).numpy()
+    cycles = patient_tensors(data, z[:, None], ok).tokens.expand(-1, t.tokens.shape[1], -1, -1)
+    if "cycle" in c.feature_inputs:
+        inputs["cycle"] = replace(t, tokens=cycles.contiguous())
+    if "both" in c.feature_inputs:
+        inputs["both"] = replace(t, tokens=torch.cat([t.tokens, cycles], -1))
+    return inputs, (mean, std)
 
 
 def train_classifier(config: ClassifierTrainConfig) -> dict:
@@ -483,14 +540,23 @@ def train_classifier(config: ClassifierTrainConfig) -> dict:
     with torch.inference_mode():
         rec_logits = head.recording_logits(torch.from_numpy(emb[val_items, 0]))
     rec_temperature = fit_temperature(rec_logits, torch.tensor([data.items[i].label for i in val_items]))
+    if mels is None and set(c.feature_inputs) - {"embedding"}:  # the cycle images use our 4 kHz log-mel
+        mels = data.load_mels(LogMel(c.cnn.mel))
+    inputs, (cycle_mean, cycle_std) = feature_inputs(data, tensors, ok, mels, c)
+    targets = feature_targets(data, tensors)
+    feature_input, feature_epochs = select_features(
+        inputs, targets, np.flatnonzero(tensors.train & (targets["diastolic"].numpy() >= 0)), c, log)
     model_config = MurmurConfig(
         encoder=c.encoder, cnn=c.cnn, m2d_checkpoint=str(c.m2d_checkpoint) if c.m2d_checkpoint else None,
         head=head_config, feature_hidden=c.feature_hidden, temperature=temperature,
-        recording_temperature=rec_temperature,
+        recording_temperature=rec_temperature, feature_input=feature_input, cycle=c.cycle,
     )
     model = MurmurModel(model_config, encoder=encoder)
     model.head.load_state_dict(head.state_dict())
-    n_train = train_features(model.features, tensors, feature_targets(data, tensors), c, log)
+    if model_config.uses_cycles:
+        model.cycle_mean.copy_(cycle_mean)
+        model.cycle_std.copy_(cycle_std)
+    n_train = train_features(model.features, inputs[feature_input], targets, feature_epochs, c, log)
     model.config = replace(model_config, n_train=n_train)
     model.eval()
     model.save(c.out)

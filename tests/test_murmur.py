@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from assistant.audio import Recording, write_recording
 from assistant.cli import app
+from assistant.encoders import CNNConfig
 from assistant.errors import MurmurScopeError
 from assistant.labels import FEATURES, MURMUR_CLASSES, PREDICTION_COLUMNS
 from assistant.m2d import M2DCheckpointError, M2DConfig, M2DViT, load_m2d
@@ -254,8 +255,34 @@ def test_training_on_synthetic_patients_learns(tmp_path):
     cfg = ClassifierTrainConfig(circor_root=tmp_path / "train", out=tmp_path / "model", cache_dir=tmp_path / "cache",
                                 encoder_epochs=6, encoder_patience=6, head_epochs=40, head_patience=40,
                                 feature_epochs=30, views=2, view_seconds=3.0, crop_seconds=3.0, progress=False)
-    train_classifier(cfg)
+    log = train_classifier(cfg)
+    assert log["feature_cv"]["chosen_input"] in ("embedding", "cycle", "both")  # chosen by CV inside training
     model = MurmurModel.load(tmp_path / "model")
     patients = read_folder(tmp_path / "test")
     hits = [model.predict_patient(p).murmur == p.labels.murmur for p in patients]
     assert np.mean(hits) >= 0.7  # chance is 1/3 for balanced calls; the Absent-majority baseline 0.5
+
+
+@pytest.mark.parametrize("feature_input", ["cycle", "both"])
+def test_feature_heads_on_cycle_features(tmp_path, feature_input):
+    from assistant.synth import Murmur, SynthConfig, synthesize
+
+    torch.manual_seed(0)
+    config = MurmurConfig(head=TINY_HEAD, cnn=replace(CNNConfig(), channels=(16, 16, 16, 16), dim=TINY_HEAD.in_dim),
+                          feature_input=feature_input, n_train={name: 30 for name in FEATURES})
+    model = MurmurModel(config)
+    assert model.features.norm.normalized_shape[0] == config.feature_dim
+    model.cycle_mean.fill_(-3.0)  # the standardisation must survive save / load
+    model.save(tmp_path / "model")
+    loaded = MurmurModel.load(tmp_path / "model")
+    assert loaded.config.feature_input == feature_input and float(loaded.cycle_mean[0]) == -3.0
+    pcg = synthesize(SynthConfig(duration=8.0, murmurs=(Murmur(),), seed=1))
+    rec = replace(pcg.recording, site="MV", source="/x/9_MV.wav")
+    silent_cycles = Recording(np.full(4000 * 3, 0.01, dtype=np.float32), 4000, "AV", "9", "/x/9_AV.wav")
+    vec = loaded.cycle_features(rec)
+    assert vec.shape == (config.cycle.dim,) and float(vec[-1]) == 1.0  # the segmenter found cycles
+    assert not loaded.cycle_features(silent_cycles).any()  # no cycles: all zeros, the flag off
+    pred = loaded.predict_recordings([rec, silent_cycles], "9")
+    assert set(pred.features) == set(FEATURES)
+    with pytest.raises(ValueError, match="cycle_features"):
+        loaded.predict_from_embeddings("9", [loaded.embed(rec)], ["MV"], ["9_MV"], [])
