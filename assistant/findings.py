@@ -8,6 +8,7 @@ consumer serialises them the same way.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,10 @@ class Analyzer:
         self.retriever = retriever
         self.guidance_k = guidance_k
         self.segmenter = segmenter
+        # The API and the app call in from many threads; concurrent torch passes on a few CPU cores
+        # oversubscribe them (20 parallel analyses took twice as long as 20 in a row), so models run one
+        # at a time while decoding and retrieval stay parallel.
+        self._model_lock = threading.Lock()
 
     @classmethod
     def load(cls, config: AnalysisConfig = AnalysisConfig()) -> Analyzer:
@@ -141,7 +146,8 @@ class Analyzer:
                    default_segmenter())
 
     def segment(self, recording: Recording) -> SegmentationFinding:
-        return segmentation_finding(segment_recording(recording, segmenter=self.segmenter))
+        with self._model_lock:
+            return segmentation_finding(segment_recording(recording, segmenter=self.segmenter))
 
     def guidance(self, query: str, k: int | None = None) -> list[GuidancePassage]:
         if self.retriever is None:
@@ -160,7 +166,8 @@ class Analyzer:
                 raise AnalysisError(str(e)) from None
         # predict_recordings keeps the order of its input and drops only recordings that fail
         # check_samples, which none does now: recording k is prediction k.
-        prediction = self.murmur_model.predict_recordings(list(recordings), patient_id=patient_id)
+        with self._model_lock:
+            prediction = self.murmur_model.predict_recordings(list(recordings), patient_id=patient_id)
         found = [RecordingFindings(id=rid, site=rec.site, duration_s=round(rec.duration, 2),
                                    segmentation=self.segment(rec), murmur_probabilities=_rounded(p.probabilities))
                  for rid, rec, p in zip(ids, recordings, prediction.recordings, strict=True)]
