@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import abc
 from dataclasses import asdict, dataclass
 
 import torch
@@ -14,15 +15,15 @@ from torch import nn
 from assistant.melspec import CIRCOR_MEL, LogMel, MelConfig
 
 
-class Encoder(nn.Module):
+class Encoder(nn.Module, abc.ABC):
     """`rate` is the sample rate the waveforms must have; `dim` the embedding size."""
 
     rate: int
     dim: int
 
+    @abc.abstractmethod
     def frames(self, waveforms: torch.Tensor) -> torch.Tensor:
         """(B, T) -> (B, L, dim) embeddings along time."""
-        raise NotImplementedError
 
     def clip(self, waveforms: torch.Tensor) -> torch.Tensor:
         """(B, T) -> (B, dim): the mean of the frame embeddings (M2D's scene embedding)."""

@@ -6,6 +6,7 @@ assistant/weights (our CirCor-trained CNN encoder + multi-site head + feature he
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -284,33 +285,32 @@ class MurmurModel(torch.nn.Module):
         return PatientPrediction(patient_id, "Unknown", uniform, [], features, warnings)
 
     def predict_recordings(self, recordings: list[Recording], patient_id: str = "upload") -> PatientPrediction:
-        embeddings, cycles, sites, names, warnings = [], [], [], [], []
-        for rec in recordings:
-            name = Path(rec.source).stem if rec.source and not rec.source.startswith("<") else rec.source
-            try:
-                check_samples(rec.samples, rec.rate, rec.source)
-            except MurmurScopeError as e:
-                warnings.append(str(e))
-                continue
-            embeddings.append(self.embed(rec))
-            cycles.append(self.cycle_features(rec))
-            sites.append(rec.site)
-            names.append(name)
-        return self.predict_from_embeddings(patient_id, embeddings, sites, names, warnings,
-                                            cycles if self.config.uses_cycles else None)
+        def checked(rec: Recording) -> Recording:
+            check_samples(rec.samples, rec.rate, rec.source)
+            return rec
+
+        items = [(Path(rec.source).stem if rec.source and not rec.source.startswith("<") else rec.source, rec.site,
+                  lambda rec=rec: checked(rec)) for rec in recordings]
+        return self._predict(patient_id, items)
 
     def predict_patient(self, patient: Patient) -> PatientPrediction:
         patient = patient.unlabelled()
+        items = [(ref.name, ref.site, lambda ref=ref: ref.load(rate=self.encoder.rate)) for ref in patient.recordings]
+        return self._predict(patient.patient_id, items)
+
+    def _predict(self, patient_id: str, items: list[tuple[str, str | None, Callable[[], Recording]]]
+                 ) -> PatientPrediction:
+        """Embed every usable recording (an unusable one becomes a warning) and run the heads."""
         embeddings, cycles, sites, names, warnings = [], [], [], [], []
-        for ref in patient.recordings:
+        for name, site, load in items:
             try:
-                rec = ref.load(rate=self.encoder.rate)
+                rec = load()
             except MurmurScopeError as e:
                 warnings.append(str(e))
                 continue
             embeddings.append(self.embed(rec))
             cycles.append(self.cycle_features(rec))
-            sites.append(ref.site)
-            names.append(ref.name)
-        return self.predict_from_embeddings(patient.patient_id, embeddings, sites, names, warnings,
+            sites.append(site)
+            names.append(name)
+        return self.predict_from_embeddings(patient_id, embeddings, sites, names, warnings,
                                             cycles if self.config.uses_cycles else None)
