@@ -1,6 +1,7 @@
 """Murmur prediction for a patient: Present / Unknown / Absent, per-recording probabilities, and the
 11 CirCor murmur features. `MurmurModel.load()` with no path loads the weights shipped in
-assistant/weights (our CirCor-trained CNN encoder + multi-site head + feature heads).
+assistant/weights: an ensemble of `members` (encoder, multi-site head, feature heads) triples trained
+here on CirCor from different seeds, whose probabilities are averaged.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ class MurmurConfig:
     diastolic_threshold: float = 0.5
     feature_input: str = "embedding"
     cycle: CycleConfig = field(default_factory=CycleConfig)
+    # Independently seeded members; with M2D they share the one frozen encoder.
+    members: int = 1
 
     @property
     def uses_cycles(self) -> bool:
@@ -120,21 +123,25 @@ def _probs(logits: torch.Tensor) -> dict[str, float]:
     return {c: float(v) for c, v in zip(MURMUR_CLASSES, p)}
 
 
+def ensemble_logits(member_logits: torch.Tensor) -> torch.Tensor:
+    """(K, ..., C) member logits -> (..., C) log of the members' mean probabilities (a deep ensemble)."""
+    return member_logits.log_softmax(-1).logsumexp(0) - np.log(member_logits.shape[0])
+
+
 def token_index(site: str | None) -> int:
     return LOCATIONS.index(site) if site in LOCATIONS else len(LOCATIONS)
 
 
 def site_tokens(embeddings: list[torch.Tensor], sites: list[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean embedding per token (AV, PV, TV, MV, Other) -> (S, D) tokens and (S,) presence mask."""
-    dim = embeddings[0].shape[-1]
-    tokens = torch.zeros(len(TOKENS), dim)
+    """Mean embedding per token (AV, PV, TV, MV, Other): (..., D) each -> (S, ..., D) tokens, (S,) mask."""
+    tokens = torch.zeros(len(TOKENS), *embeddings[0].shape)
     counts = torch.zeros(len(TOKENS))
     for e, s in zip(embeddings, sites):
         i = token_index(s)
         tokens[i] += e
         counts[i] += 1
     mask = counts > 0
-    tokens[mask] /= counts[mask].unsqueeze(-1)
+    tokens[mask] /= counts[mask].view(-1, *[1] * embeddings[0].dim())
     return tokens, mask
 
 
@@ -158,27 +165,33 @@ def niizumi_rule(recording_probs: list[dict[str, float]]) -> tuple[str, dict[str
 
 
 class MurmurModel(torch.nn.Module):
-    def __init__(self, config: MurmurConfig, encoder: Encoder | None = None):
+    def __init__(self, config: MurmurConfig, encoders: list[Encoder] | None = None):
         super().__init__()
         if config.decision not in DECISIONS:
             raise ModelFileError(f"decision must be one of {DECISIONS}, not {config.decision!r}")
         if config.feature_input not in FEATURE_INPUTS:
             raise ModelFileError(f"feature_input must be one of {FEATURE_INPUTS}, not {config.feature_input!r}")
+        if config.members < 1:
+            raise ModelFileError(f"members must be at least 1, not {config.members}")
         self.config = config
-        if encoder is None:
+        if encoders is None:
             if config.encoder == "cnn":
-                encoder = CNNEncoder(config.cnn)
+                encoders = [CNNEncoder(config.cnn) for _ in range(config.members)]
             elif config.encoder == "m2d":
                 if not config.m2d_checkpoint:
                     raise ModelFileError("this model uses the M2D encoder but names no M2D checkpoint")
                 from assistant.m2d import load_m2d
 
-                encoder = load_m2d(config.m2d_checkpoint)
+                encoders = [load_m2d(config.m2d_checkpoint)]
             else:
                 raise ModelFileError(f"unknown encoder {config.encoder!r} (cnn or m2d)")
-        self.encoder = encoder
-        self.head = MultiSiteHead(config.head)
-        self.features = FeatureHeads(config.feature_dim, config.feature_hidden)
+        if len(encoders) not in (1, config.members):
+            raise ModelFileError(f"{len(encoders)} encoders for {config.members} members")
+        self.encoders = torch.nn.ModuleList(encoders)
+        self.rate = encoders[0].rate
+        self.heads = torch.nn.ModuleList(MultiSiteHead(config.head) for _ in range(config.members))
+        self.features = torch.nn.ModuleList(FeatureHeads(config.feature_dim, config.feature_hidden)
+                                            for _ in range(config.members))
         if config.uses_cycles:
             # Standardisation of the cycle vectors (all but the final 'cycles found' flag), from training data.
             self.register_buffer("cycle_mean", torch.zeros(config.cycle.dim - 1))
@@ -191,9 +204,10 @@ class MurmurModel(torch.nn.Module):
         from safetensors.torch import save_file
 
         folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.contiguous() for k, v in self.state_dict().items()}
+        # float16 halves the file (an ensemble must stay a few MB); `load` computes in float32.
+        state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in self.state_dict().items()}
         if self.config.encoder == "m2d":  # the M2D weights are not ours to redistribute
-            state = {k: v for k, v in state.items() if not k.startswith("encoder.")}
+            state = {k: v for k, v in state.items() if not k.startswith("encoders.")}
         save_file(state, str(folder / WEIGHTS_NAME))
         (folder / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
 
@@ -214,7 +228,7 @@ class MurmurModel(torch.nn.Module):
         state = load_file(str(w_path))
         strict = config.encoder != "m2d"
         missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if strict or not k.startswith("encoder.")]
+        missing = [k for k in missing if strict or not k.startswith("encoders.")]
         if missing or unexpected:
             raise ModelFileError(f"{w_path}: does not match {cfg_path.name} (missing {missing[:3]}, "
                                  f"unexpected {unexpected[:3]})")
@@ -223,8 +237,12 @@ class MurmurModel(torch.nn.Module):
     # ---- inference ---------------------------------------------------------------------------------
     @torch.inference_mode()
     def embed(self, recording: Recording) -> torch.Tensor:
-        rec = recording.resampled(self.encoder.rate)
-        return self.encoder.clip(torch.from_numpy(np.ascontiguousarray(rec.samples))[None])[0]
+        """(E, D) clip embeddings, one per encoder."""
+        x = torch.from_numpy(np.ascontiguousarray(recording.resampled(self.rate).samples))[None]
+        if all(isinstance(e, CNNEncoder) for e in self.encoders):  # the members share one front-end
+            mel = self.encoders[0].to_mel(x)
+            return torch.cat([e.frames_from_mel(mel).mean(1) for e in self.encoders])
+        return torch.cat([e.clip(x) for e in self.encoders])
 
     @torch.inference_mode()
     def cycle_features(self, recording: Recording) -> torch.Tensor | None:
@@ -242,34 +260,41 @@ class MurmurModel(torch.nn.Module):
     def predict_from_embeddings(self, patient_id: str, embeddings: list[torch.Tensor], sites: list[str | None],
                                 names: list[str], warnings: list[str],
                                 cycles: list[torch.Tensor] | None = None) -> PatientPrediction:
-        """`cycles`: each recording's `cycle_features`, needed when the feature heads read them."""
+        """`embeddings`: each recording's `embed`; `cycles`: its `cycle_features`, needed when the feature
+        heads read them."""
         if not embeddings:
             return self._no_recordings(patient_id, warnings)
-        tokens, mask = site_tokens(embeddings, sites)
-        out = self.head(tokens[None], mask[None])
-        probs = _probs(out.logits[0] / self.config.temperature)
-        rec_logits = self.head.recording_logits(torch.stack(embeddings)) / self.config.recording_temperature
+        tokens, mask = site_tokens(embeddings, sites)  # (S, E, D)
+        member_tokens = [tokens[:, k % tokens.shape[1]] for k in range(len(self.heads))]
+        logits = ensemble_logits(torch.stack([head(x[None], mask[None]).logits[0]
+                                              for head, x in zip(self.heads, member_tokens)]))
+        probs = _probs(logits / self.config.temperature)
+        stacked = torch.stack(embeddings)  # (N, E, D)
+        rec_logits = ensemble_logits(torch.stack([head.recording_logits(stacked[:, k % stacked.shape[1]])
+                                                  for k, head in enumerate(self.heads)]))
+        rec_logits = rec_logits / self.config.recording_temperature
         recordings = [RecordingPrediction(n, s, _probs(lg)) for n, s, lg in zip(names, sites, rec_logits)]
         if self.config.decision == "niizumi":
             murmur, probs = niizumi_rule([r.probabilities for r in recordings])
         else:
             murmur = max(probs, key=probs.get)
-        feature_tokens = tokens
+        feature_tokens = member_tokens
         if self.config.uses_cycles:
             if cycles is None or len(cycles) != len(embeddings):
                 raise ValueError("this model's feature heads need each recording's cycle_features")
             cycle_tokens, _ = site_tokens(cycles, sites)
             both = self.config.feature_input == "both"
-            feature_tokens = torch.cat([tokens, cycle_tokens], -1) if both else cycle_tokens
+            feature_tokens = [torch.cat([x, cycle_tokens], -1) if both else cycle_tokens for x in member_tokens]
         features = self._features(feature_tokens, mask, murmur == "Present")
         return PatientPrediction(patient_id, murmur, probs, recordings, features, warnings)
 
-    def _features(self, tokens: torch.Tensor, mask: torch.Tensor, present: bool) -> dict[str, FeaturePrediction]:
-        logits = self.features(tokens[None], mask[None])
-        p_diastolic = float(logits["diastolic"][0].softmax(-1)[1])
+    def _features(self, tokens: list[torch.Tensor], mask: torch.Tensor, present: bool) -> dict[str, FeaturePrediction]:
+        outs = [heads(x[None], mask[None]) for heads, x in zip(self.features, tokens)]
+        logits = {name: ensemble_logits(torch.stack([o[name][0] for o in outs])) for name in outs[0]}
+        p_diastolic = float(logits["diastolic"].softmax(-1)[1])
         result = {}
         for name, vocab in FEATURES.items():
-            p = logits[name][0].softmax(-1).tolist()
+            p = logits[name].softmax(-1).tolist()
             probs = {v: float(x) for v, x in zip(vocab, p)}
             applies = present and (not name.startswith("diastolic") or p_diastolic >= self.config.diastolic_threshold)
             n = int(self.config.n_train.get(name, 0))
@@ -295,7 +320,7 @@ class MurmurModel(torch.nn.Module):
 
     def predict_patient(self, patient: Patient) -> PatientPrediction:
         patient = patient.unlabelled()
-        items = [(ref.name, ref.site, lambda ref=ref: ref.load(rate=self.encoder.rate)) for ref in patient.recordings]
+        items = [(ref.name, ref.site, lambda ref=ref: ref.load(rate=self.rate)) for ref in patient.recordings]
         return self._predict(patient.patient_id, items)
 
     def _predict(self, patient_id: str, items: list[tuple[str, str | None, Callable[[], Recording]]]

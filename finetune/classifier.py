@@ -7,7 +7,10 @@ Stages, all on the project split (validation patients are never trained on):
    stopping on the class-weighted validation loss; skipped for a frozen M2D encoder;
 3. clip embeddings of every recording: the whole recording plus `views` random sub-windows, which
    serve as data augmentation for the heads;
-4. the multi-site head, early stopping on validation weighted accuracy; temperatures fitted on validation;
+   stages 2-3 run once per ensemble member, each from its own seed (in parallel worker processes
+   when `workers` > 1);
+4. the members' multi-site heads, trained in lockstep with early stopping on the ensemble's validation
+   weighted accuracy (the members' probabilities are averaged); temperatures fitted on validation;
 5. the feature heads on Present training patients, class-balanced; what they read per site (the
    clip embedding, the cycle-synchronous log-mel of `assistant.cycle_features` from the segmenter's
    states, or both) and the number of epochs chosen by 5-fold cross-validation inside the training
@@ -67,6 +70,13 @@ class ClassifierTrainConfig:
     feature_lr: float = 3e-3
     feature_inputs: tuple[str, ...] = FEATURE_INPUTS
     cycle: CycleConfig = field(default_factory=CycleConfig)
+    # An ensemble of independently seeded members (Lakshminarayanan et al., 2017): one head stopped early
+    # on 92 validation patients is a noisy draw; the mean of five is steadier. Fixed up front, not tuned.
+    members: int = 5
+    # Share of the training patients each member keeps out of its encoder and trains its head on, so the
+    # head sees embeddings as unseen patients will give them (split-sample stacking); 0 = both see all.
+    head_fraction: float = 0.5
+    workers: int = 2
     threads: int = 1
     progress: bool = True
     cnn: CNNConfig = field(default_factory=CNNConfig)
@@ -192,21 +202,32 @@ def _patient_calls(items: list[Item], probs: list[np.ndarray]) -> dict[str, str]
     return {pid: niizumi_rule(ps)[0] for pid, ps in by_patient.items()}
 
 
-def train_encoder(data: Data, mels: list[np.ndarray | None], log: dict) -> CNNEncoder:
-    c = data.config
+def stage_patients(data: Data, config: ClassifierTrainConfig) -> tuple[set[str], set[str]]:
+    """(encoder patients, head patients) among the training patients of the member seeded `config.seed`."""
+    train = [p for p in data.patients if p.patient_id not in data.val_ids]
+    everyone = {p.patient_id for p in train}
+    if config.head_fraction <= 0 or config.encoder == "m2d":  # a frozen encoder was trained on none of them
+        return everyone, everyone
+    split = split_patients(train, SplitConfig(config.head_fraction, config.seed + 5))
+    return set(split.train), set(split.val)
+
+
+def train_encoder(data: Data, mels: list[np.ndarray | None], config: ClassifierTrainConfig, log: dict) -> CNNEncoder:
+    c = config
+    encoder_patients = stage_patients(data, c)[0]
     rng = np.random.default_rng(c.seed)
     encoder = CNNEncoder(c.cnn)
     classifier = nn.Sequential(nn.Dropout(0.3), nn.Linear(encoder.dim, len(MURMUR_CLASSES)))
     params = [*encoder.parameters(), *classifier.parameters()]
     opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=1e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, c.encoder_epochs)
-    train = [i for i, it in enumerate(data.items) if it.train and mels[i] is not None]
+    train = [i for i, it in enumerate(data.items) if it.patient_id in encoder_patients and mels[i] is not None]
     val = [i for i, it in enumerate(data.items) if not it.train and mels[i] is not None]
     weights = _class_weights(np.array([data.items[i].label for i in train]), len(MURMUR_CLASSES))
     labels = {p.patient_id: p.labels.murmur for p in data.patients}
     frames = int(c.crop_seconds * c.cnn.mel.frames_per_second)
     best, best_state, stale, history = float("inf"), None, 0, []
-    bar = tqdm(range(c.encoder_epochs), desc="encoder", disable=not c.progress)
+    bar = tqdm(range(c.encoder_epochs), desc=f"encoder (seed {c.seed})", disable=not c.progress)
     for epoch in bar:
         encoder.train(), classifier.train()
         order = rng.permutation(np.repeat(train, c.crops_per_recording))
@@ -250,9 +271,10 @@ def train_encoder(data: Data, mels: list[np.ndarray | None], log: dict) -> CNNEn
 
 
 @torch.inference_mode()
-def embed_views(encoder: Encoder, data: Data, mels: list[np.ndarray | None] | None) -> tuple[np.ndarray, np.ndarray]:
+def embed_views(encoder: Encoder, data: Data, mels: list[np.ndarray | None] | None, config: ClassifierTrainConfig
+                ) -> tuple[np.ndarray, np.ndarray]:
     """(N, 1 + views, D) clip embeddings (whole recording first) and an (N,) usable flag."""
-    c = data.config
+    c = config
     rng = np.random.default_rng(c.seed + 1)
     out = np.zeros((len(data.items), 1 + c.views, encoder.dim), dtype=np.float32)
     ok = np.zeros(len(data.items), dtype=bool)
@@ -323,50 +345,80 @@ def _evaluate_head(head: nn.Module, t: PatientTensors, idx: np.ndarray) -> tuple
     return weighted_accuracy(truth, pred), uar(truth, pred), logits
 
 
-def train_head(head_config: HeadConfig, t: PatientTensors, config: ClassifierTrainConfig, log: dict) -> nn.Module:
-    from assistant.murmur_head import MultiSiteHead
+class HeadRun:
+    """One member's multi-site head under training: model, optimiser, schedule and its own random streams."""
 
-    c = config
-    torch.manual_seed(c.seed)
-    gen = torch.Generator().manual_seed(c.seed)
-    rng = np.random.default_rng(c.seed + 2)
-    head = MultiSiteHead(head_config)
-    opt = torch.optim.AdamW(head.parameters(), lr=c.head_lr, weight_decay=1e-2)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, c.head_epochs)
-    train_idx, val_idx = np.flatnonzero(t.train), np.flatnonzero(~t.train)
-    weights = _class_weights(t.target[train_idx].numpy(), len(MURMUR_CLASSES))
-    site_weights = _class_weights(t.site_target[train_idx][t.mask[train_idx]].numpy(), len(MURMUR_CLASSES))
-    n_views = t.tokens.shape[1]
-    best, best_state, stale, history = (-1.0, -1.0), None, 0, []
-    bar = tqdm(range(c.head_epochs), desc="head", disable=not c.progress)
-    for epoch in bar:
-        head.train()
-        order = rng.permutation(train_idx)
+    def __init__(self, head_config: HeadConfig, t: PatientTensors, config: ClassifierTrainConfig,
+                 train_idx: np.ndarray):
+        from assistant.murmur_head import MultiSiteHead
+
+        self.t, self.config = t, config
+        torch.manual_seed(config.seed)
+        self.gen = torch.Generator().manual_seed(config.seed)
+        self.rng = np.random.default_rng(config.seed + 2)
+        self.head = MultiSiteHead(head_config)
+        self.opt = torch.optim.AdamW(self.head.parameters(), lr=config.head_lr, weight_decay=1e-2)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, config.head_epochs)
+        self.train_idx = train_idx
+        self.weights = _class_weights(t.target[self.train_idx].numpy(), len(MURMUR_CLASSES))
+        self.site_weights = _class_weights(t.site_target[self.train_idx][t.mask[self.train_idx]].numpy(),
+                                           len(MURMUR_CLASSES))
+
+    def epoch(self) -> float:
+        """One pass over the training patients, each seen through a random view; the mean loss."""
+        t, c, rng = self.t, self.config, self.rng
+        self.head.train()
+        n_views = t.tokens.shape[1]
+        order = rng.permutation(self.train_idx)
         losses = []
         for b0 in range(0, len(order), c.batch_size):
             idx = order[b0 : b0 + c.batch_size]
             view = torch.from_numpy(rng.integers(1, n_views, len(idx))) if n_views > 1 else torch.zeros(len(idx))
             x = t.tokens[torch.from_numpy(idx), view.long()]
-            x, mask = spec_augment_tokens(x, t.mask[idx], generator=gen)
-            parts = head_loss(head(x, mask), t.target[idx], t.site_target[idx], mask, c.loss, weights, site_weights)
-            opt.zero_grad()
+            x, mask = spec_augment_tokens(x, t.mask[idx], generator=self.gen)
+            parts = head_loss(self.head(x, mask), t.target[idx], t.site_target[idx], mask, c.loss, self.weights,
+                              self.site_weights)
+            self.opt.zero_grad()
             parts["total"].backward()
-            opt.step()
+            self.opt.step()
             losses.append(parts["total"].item())
-        sched.step()
-        wa, ur, _ = _evaluate_head(head, t, val_idx)
+        self.sched.step()
+        return float(np.mean(losses))
+
+
+def train_heads(head_config: HeadConfig, tensors: list[PatientTensors], configs: list[ClassifierTrainConfig],
+                head_patients: list[set[str]], log: dict) -> list[nn.Module]:
+    """The members' heads, trained in lockstep with early stopping on the *ensemble's* validation weighted
+    accuracy (ties broken by UAR): the model that ships is the ensemble, so that is what the stopping epoch
+    is chosen for, once, rather than once per member."""
+    from assistant.murmur import ensemble_logits
+
+    c = configs[0]
+    runs = [HeadRun(head_config, t, mc, np.flatnonzero([pid in ids for pid in t.ids]))
+            for t, mc, ids in zip(tensors, configs, head_patients)]
+    val_idx = np.flatnonzero(~tensors[0].train)
+    truth = [MURMUR_CLASSES[j] for j in tensors[0].target[val_idx].tolist()]
+    best, best_epoch, best_states, stale, history = (-1.0, -1.0), 0, None, 0, []
+    bar = tqdm(range(c.head_epochs), desc=f"heads ({len(runs)} members)", disable=not c.progress)
+    for epoch in bar:
+        losses = [run.epoch() for run in runs]
+        logits = ensemble_logits(torch.stack([_evaluate_head(run.head, run.t, val_idx)[2] for run in runs]))
+        calls = [MURMUR_CLASSES[j] for j in logits.argmax(-1).tolist()]
+        wa, ur = weighted_accuracy(truth, calls), uar(truth, calls)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_wa": wa, "val_uar": ur})
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", wa=f"{wa:.3f}", uar=f"{ur:.3f}")
         if (wa, ur) > best:
-            best, stale = (wa, ur), 0
-            best_state = {k: v.clone() for k, v in head.state_dict().items()}
+            best, best_epoch, stale = (wa, ur), epoch, 0
+            best_states = [{k: v.clone() for k, v in run.head.state_dict().items()} for run in runs]
         else:
             stale += 1
             if stale >= c.head_patience:
                 break
-    head.load_state_dict(best_state)
-    log["head"] = {"best_val_wa": best[0], "best_val_uar": best[1], "epochs_run": len(history), "history": history}
-    return head.eval()
+    for run, state in zip(runs, best_states):
+        run.head.load_state_dict(state)
+    log["head"] = {"best_val_wa": best[0], "best_val_uar": best[1], "best_epoch": best_epoch,
+                   "epochs_run": len(history), "history": history}
+    return [run.head.eval() for run in runs]
 
 
 def fit_temperature(logits: torch.Tensor, target: torch.Tensor) -> float:
@@ -486,29 +538,97 @@ def cycle_statistics(vectors: np.ndarray, data: Data) -> tuple[torch.Tensor, tor
     return torch.from_numpy(images.mean(0)), torch.from_numpy(images.std(0) + 1e-3)
 
 
-def feature_inputs(
-    data: Data, t: PatientTensors, ok: np.ndarray, mels: list[np.ndarray | None], config: ClassifierTrainConfig
-) -> tuple[dict[str, PatientTensors], tuple[torch.Tensor, torch.Tensor]]:
-    """Patient tensors for each candidate feature-head input, and the cycle standardisation."""
+def cycle_tokens(data: Data, t: PatientTensors, ok: np.ndarray, mels: list[np.ndarray | None],
+                 config: ClassifierTrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(P, views, S, cycle dim) standardised cycle tokens aligned with `t`, and the standardisation."""
     c = config
-    inputs = {"embedding": t} if "embedding" in c.feature_inputs else {}
-    if not set(c.feature_inputs) - {"embedding"}:
-        return inputs, (torch.zeros(0), torch.zeros(0))
     states = data.load_states(c.cnn.mel.rate)
     vectors = np.stack([cycle_vector(m.astype(np.float32), s, c.cycle) if m is not None and s is not None
                         else np.zeros(c.cycle.dim, dtype=np.float32) for m, s in zip(mels, states)])
     mean, std = cycle_statistics(vectors, data)
     z = standardise_cycles(torch.from_numpy(vectors), mean, std).numpy()
     cycles = patient_tensors(data, z[:, None], ok).tokens.expand(-1, t.tokens.shape[1], -1, -1)
-    if "cycle" in c.feature_inputs:
-        inputs["cycle"] = replace(t, tokens=cycles.contiguous())
-    if "both" in c.feature_inputs:
+    return cycles.contiguous(), mean, std
+
+
+def feature_inputs(t: PatientTensors, cycles: torch.Tensor | None, names: tuple[str, ...]) -> dict[str, PatientTensors]:
+    """Patient tensors for each candidate feature-head input."""
+    inputs = {"embedding": t} if "embedding" in names else {}
+    if cycles is not None and "cycle" in names:
+        inputs["cycle"] = replace(t, tokens=cycles)
+    if cycles is not None and "both" in names:
         inputs["both"] = replace(t, tokens=torch.cat([t.tokens, cycles], -1))
-    return inputs, (mean, std)
+    return inputs
+
+
+@dataclass
+class Member:
+    """One ensemble member's encoder and the embeddings it gives every recording."""
+
+    encoder: Encoder
+    embeddings: np.ndarray  # (N, 1 + views, D)
+    usable: np.ndarray  # (N,) bool: the recording could be embedded
+    log: dict
+
+
+def embed_member(data: Data, mels: list[np.ndarray | None], config: ClassifierTrainConfig) -> Member:
+    """Stages 2-3 for the seed `config.seed`: train a CNN encoder, embed every recording."""
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    log: dict = {"seed": config.seed}
+    encoder = train_encoder(data, mels, config, log)
+    return Member(encoder, *embed_views(encoder, data, mels, config), log)
+
+
+def _member_process(config: ClassifierTrainConfig) -> tuple[dict, np.ndarray, np.ndarray, dict]:
+    """Worker-process entry: rebuild the data (the log-mels come from the cache) and train one encoder."""
+    data = Data(config)
+    m = embed_member(data, data.load_mels(LogMel(config.cnn.mel)), config)
+    return {k: v.numpy() for k, v in m.encoder.state_dict().items()}, m.embeddings, m.usable, m.log
+
+
+def embed_members(data: Data, mels: list[np.ndarray | None] | None, configs: list[ClassifierTrainConfig]
+                  ) -> list[Member]:
+    """One member per config; a frozen M2D encoder is shared and embeds once."""
+    c = configs[0]
+    if c.encoder == "m2d":
+        if c.m2d_checkpoint is None:
+            raise MurmurScopeError("--encoder m2d needs --m2d-checkpoint PATH (the official weights are not shipped)")
+        from assistant.m2d import load_m2d
+
+        encoder = load_m2d(c.m2d_checkpoint)
+        emb, ok = embed_views(encoder, data, None, c)
+        return [Member(encoder, emb, ok, {"seed": mc.seed}) for mc in configs]
+    if c.encoder != "cnn":
+        raise MurmurScopeError(f"--encoder must be cnn or m2d, not {c.encoder!r}")
+    if c.workers <= 1 or len(configs) == 1:
+        return [embed_member(data, mels, mc) for mc in configs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # Workers train without their own bars (interleaved bars are unreadable); this one counts encoders.
+    quiet = [replace(mc, progress=False) for mc in configs]
+    results: dict[int, tuple] = {}
+    # spawn, not fork: a forked torch thread pool can deadlock.
+    with ProcessPoolExecutor(min(c.workers, len(configs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_member_process, mc): k for k, mc in enumerate(quiet)}
+        bar = tqdm(as_completed(futures), total=len(futures), desc=f"encoders ({c.workers} workers)",
+                   disable=not c.progress)
+        for future in bar:
+            results[futures[future]] = future.result()
+    members = []
+    for k, mc in enumerate(configs):
+        state, emb, ok, log = results[k]
+        encoder = CNNEncoder(mc.cnn)
+        encoder.load_state_dict({n: torch.from_numpy(v) for n, v in state.items()})
+        members.append(Member(encoder.eval(), emb, ok, log))
+    return members
 
 
 def train_classifier(config: ClassifierTrainConfig) -> dict:
     """Train every part, write `config.out`/murmur.{json,safetensors} and training.json; return the log."""
+    from assistant.murmur import ensemble_logits
+
     c = config
     torch.set_num_threads(c.threads)
     torch.manual_seed(c.seed)
@@ -517,46 +637,50 @@ def train_classifier(config: ClassifierTrainConfig) -> dict:
     data = Data(c)
     log["patients"] = {"train": int(sum(p.patient_id not in data.val_ids for p in data.patients)),
                        "val": len(data.val_ids)}
-    if c.encoder == "cnn":
-        mel = LogMel(c.cnn.mel)
-        mels = data.load_mels(mel)
-        encoder: Encoder = train_encoder(data, mels, log)
-    elif c.encoder == "m2d":
-        if c.m2d_checkpoint is None:
-            raise MurmurScopeError("--encoder m2d needs --m2d-checkpoint PATH (the official weights are not shipped)")
-        from assistant.m2d import load_m2d
-
-        encoder, mels = load_m2d(c.m2d_checkpoint), None
-    else:
-        raise MurmurScopeError(f"--encoder must be cnn or m2d, not {c.encoder!r}")
-    emb, ok = embed_views(encoder, data, mels)
-    tensors = patient_tensors(data, emb, ok)
-    head_config = replace(c.head, in_dim=encoder.dim)
-    head = train_head(head_config, tensors, c, log)
-    val_idx = np.flatnonzero(~tensors.train)
-    _, _, val_logits = _evaluate_head(head, tensors, val_idx)
-    temperature = fit_temperature(val_logits, tensors.target[val_idx])
-    val_items = [i for i, it in enumerate(data.items) if not it.train and ok[i]]
+    mels = data.load_mels(LogMel(c.cnn.mel)) if c.encoder == "cnn" else None
+    # Seeds seed, seed + 1000, ...: member 0 alone is the single model of the same seed.
+    configs = [replace(c, seed=c.seed + 1000 * k) for k in range(c.members)]
+    members = embed_members(data, mels, configs)
+    log["members"] = [m.log for m in members]
+    tensors = [patient_tensors(data, m.embeddings, m.usable) for m in members]
+    head_config = replace(c.head, in_dim=members[0].encoder.dim)
+    heads = train_heads(head_config, tensors, configs, [stage_patients(data, mc)[1] for mc in configs], log)
+    first = tensors[0]
+    val_idx = np.flatnonzero(~first.train)
+    val_logits = ensemble_logits(torch.stack([_evaluate_head(h, t, val_idx)[2] for h, t in zip(heads, tensors)]))
+    temperature = fit_temperature(val_logits, first.target[val_idx])
+    val_items = [i for i, it in enumerate(data.items) if not it.train and members[0].usable[i]]
     with torch.inference_mode():
-        rec_logits = head.recording_logits(torch.from_numpy(emb[val_items, 0]))
+        rec_logits = ensemble_logits(torch.stack([h.recording_logits(torch.from_numpy(m.embeddings[val_items, 0]))
+                                                  for h, m in zip(heads, members)]))
     rec_temperature = fit_temperature(rec_logits, torch.tensor([data.items[i].label for i in val_items]))
-    if mels is None and set(c.feature_inputs) - {"embedding"}:  # the cycle images use our 4 kHz log-mel
-        mels = data.load_mels(LogMel(c.cnn.mel))
-    inputs, (cycle_mean, cycle_std) = feature_inputs(data, tensors, ok, mels, c)
-    targets = feature_targets(data, tensors)
-    feature_input, feature_epochs = select_features(
-        inputs, targets, np.flatnonzero(tensors.train & (targets["diastolic"].numpy() >= 0)), c, log)
+    uses_cycles = bool(set(c.feature_inputs) - {"embedding"})
+    cycles, cycle_mean, cycle_std = None, torch.zeros(0), torch.zeros(0)
+    if uses_cycles:
+        if mels is None:  # the cycle images use our 4 kHz log-mel
+            mels = data.load_mels(LogMel(c.cnn.mel))
+        cycles, cycle_mean, cycle_std = cycle_tokens(data, first, members[0].usable, mels, c)
+    targets = feature_targets(data, first)
+    present_train = np.flatnonzero(first.train & (targets["diastolic"].numpy() >= 0))
+    feature_input, feature_epochs = select_features(feature_inputs(first, cycles, c.feature_inputs), targets,
+                                                    present_train, c, log)
     model_config = MurmurConfig(
         encoder=c.encoder, cnn=c.cnn, m2d_checkpoint=str(c.m2d_checkpoint) if c.m2d_checkpoint else None,
-        head=head_config, feature_hidden=c.feature_hidden, temperature=temperature,
-        recording_temperature=rec_temperature, feature_input=feature_input, cycle=c.cycle,
+        head=head_config, feature_hidden=c.feature_hidden,
+        temperature=temperature, recording_temperature=rec_temperature, feature_input=feature_input, cycle=c.cycle,
+        members=c.members,
     )
-    model = MurmurModel(model_config, encoder=encoder)
-    model.head.load_state_dict(head.state_dict())
+    encoders = [members[0].encoder] if c.encoder == "m2d" else [m.encoder for m in members]
+    model = MurmurModel(model_config, encoders=encoders)
+    for head, trained in zip(model.heads, heads):
+        head.load_state_dict(trained.state_dict())
     if model_config.uses_cycles:
         model.cycle_mean.copy_(cycle_mean)
         model.cycle_std.copy_(cycle_std)
-    n_train = train_features(model.features, inputs[feature_input], targets, feature_epochs, c, log)
+    n_train = {}
+    for features, t, m, mc in zip(model.features, tensors, members, configs):
+        n_train = train_features(features, feature_inputs(t, cycles, (feature_input,))[feature_input], targets,
+                                 feature_epochs, mc, m.log)
     model.config = replace(model_config, n_train=n_train)
     model.eval()
     model.save(c.out)

@@ -159,9 +159,13 @@ def classifier(
     encoder_epochs: Annotated[int, typer.Option(help="Max CNN epochs (early stopping on val loss).")] = 30,
     head_epochs: Annotated[int, typer.Option(help="Max head epochs (early stopping on val weighted accuracy).")] = 200,
     feature_epochs: Annotated[int, typer.Option(help="Feature-head epochs (full batch).")] = 300,
-    threads: Annotated[int, typer.Option(help="torch CPU threads (1 trains faster on a busy 2-core machine).")] = 1,
+    members: Annotated[int, typer.Option(help="Ensemble members, each from its own seed.")] = 5,
+    head_fraction: Annotated[float, typer.Option(
+        help="Share of training patients each member keeps out of its encoder for its head (0 = none).")] = 0.5,
+    workers: Annotated[int, typer.Option(help="Processes training members in parallel.")] = 2,
+    threads: Annotated[int, typer.Option(help="torch CPU threads per process (1 is fastest on 2 cores).")] = 1,
 ) -> None:
-    """Train the murmur classifier (encoder, multi-site head, feature heads) on the project split."""
+    """Train the murmur classifier (an ensemble of encoder + multi-site head + feature heads) on the project split."""
     from rich.console import Console
 
     from finetune.classifier import ClassifierTrainConfig, train_classifier
@@ -172,8 +176,10 @@ def classifier(
         raise MurmurScopeError(f"{out}: already holds a murmur model; choose another --out")
     config = ClassifierTrainConfig(circor_root=circor_root, out=out, encoder=encoder, m2d_checkpoint=m2d_checkpoint,
                                    cache_dir=cache_dir, seed=seed, encoder_epochs=encoder_epochs,
-                                   head_epochs=head_epochs, feature_epochs=feature_epochs, threads=threads)
+                                   head_epochs=head_epochs, feature_epochs=feature_epochs, members=members,
+                                   head_fraction=head_fraction, workers=workers, threads=threads)
     log = train_classifier(config)
     head = log["head"]
-    Console().print(f"wrote {out}: val weighted accuracy {head['best_val_wa']:.3f}, UAR {head['best_val_uar']:.3f}, "
-                    f"temperature {log['temperature']:.2f}, {log['minutes']:.1f} min")
+    Console().print(f"wrote {out}: {config.members} members, val weighted accuracy {head['best_val_wa']:.3f}, "
+                    f"UAR {head['best_val_uar']:.3f} (epoch {head['best_epoch']}), temperature "
+                    f"{log['temperature']:.2f}, {log['minutes']:.1f} min")

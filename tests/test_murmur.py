@@ -254,10 +254,13 @@ def test_training_on_synthetic_patients_learns(tmp_path):
     write_circor_folder(tmp_path / "test", n_patients=24, seed=12, duration=6.0)
     cfg = ClassifierTrainConfig(circor_root=tmp_path / "train", out=tmp_path / "model", cache_dir=tmp_path / "cache",
                                 encoder_epochs=6, encoder_patience=6, head_epochs=40, head_patience=40,
-                                feature_epochs=30, views=2, view_seconds=3.0, crop_seconds=3.0, progress=False)
+                                feature_epochs=30, views=2, view_seconds=3.0, crop_seconds=3.0, members=2, workers=2,
+                                progress=False)
     log = train_classifier(cfg)
     assert log["feature_cv"]["chosen_input"] in ("embedding", "cycle", "both")  # chosen by CV inside training
+    assert [m["seed"] for m in log["members"]] == [0, 1000]
     model = MurmurModel.load(tmp_path / "model")
+    assert len(model.encoders) == len(model.heads) == len(model.features) == 2
     patients = read_folder(tmp_path / "test")
     hits = [model.predict_patient(p).murmur == p.labels.murmur for p in patients]
     assert np.mean(hits) >= 0.7  # chance is 1/3 for balanced calls; the Absent-majority baseline 0.5
@@ -271,7 +274,7 @@ def test_feature_heads_on_cycle_features(tmp_path, feature_input):
     config = MurmurConfig(head=TINY_HEAD, cnn=replace(CNNConfig(), channels=(16, 16, 16, 16), dim=TINY_HEAD.in_dim),
                           feature_input=feature_input, n_train={name: 30 for name in FEATURES})
     model = MurmurModel(config)
-    assert model.features.norm.normalized_shape[0] == config.feature_dim
+    assert model.features[0].norm.normalized_shape[0] == config.feature_dim
     model.cycle_mean.fill_(-3.0)  # the standardisation must survive save / load
     model.save(tmp_path / "model")
     loaded = MurmurModel.load(tmp_path / "model")
@@ -286,3 +289,48 @@ def test_feature_heads_on_cycle_features(tmp_path, feature_input):
     assert set(pred.features) == set(FEATURES)
     with pytest.raises(ValueError, match="cycle_features"):
         loaded.predict_from_embeddings("9", [loaded.embed(rec)], ["MV"], ["9_MV"], [])
+
+
+def test_ensemble_logits_average_member_probabilities():
+    from assistant.murmur import ensemble_logits
+
+    member_logits = torch.tensor([[[2.0, 0.0, -1.0]], [[-1.0, 0.5, 3.0]]])
+    expected = member_logits.softmax(-1).mean(0)
+    assert torch.allclose(ensemble_logits(member_logits).exp(), expected, atol=1e-6)
+    assert torch.allclose(ensemble_logits(member_logits[:1]), member_logits[0].log_softmax(-1))
+
+
+def test_ensemble_model_round_trips_in_half_precision(tmp_path):
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    cnn = replace(CNNConfig(), channels=(16, 16, 16, 16), dim=TINY_HEAD.in_dim)
+    model = MurmurModel(MurmurConfig(head=TINY_HEAD, cnn=cnn, members=3, n_train={name: 30 for name in FEATURES}))
+    assert len(model.encoders) == len(model.heads) == len(model.features) == 3
+    model.save(tmp_path / "model")
+    stored = load_file(str(tmp_path / "model" / "murmur.safetensors"))
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    assert any(k.startswith("heads.2.") for k in stored)
+    loaded = MurmurModel.load(tmp_path / "model")
+    rng = np.random.default_rng(1)
+    recs = [Recording((rng.standard_normal(4000 * 4) * 0.1).astype(np.float32), 4000, site, "7", f"/x/7_{site}.wav")
+            for site in ("AV", "PV", "MV")]
+    a, b = model.predict_recordings(recs, "7"), loaded.predict_recordings(recs, "7")
+    assert all(abs(a.probabilities[c] - b.probabilities[c]) < 0.02 for c in MURMUR_CLASSES)
+    assert loaded.embed(recs[0]).shape == (3, TINY_HEAD.in_dim)
+    with pytest.raises(MurmurScopeError, match="members"):
+        MurmurModel(MurmurConfig(members=0))
+
+
+def test_each_member_keeps_its_head_patients_out_of_its_encoder(tmp_path):
+    from finetune.classifier import ClassifierTrainConfig, Data, stage_patients
+
+    write_circor_folder(tmp_path / "data", n_patients=40, seed=3, duration=2.0)
+    config = ClassifierTrainConfig(circor_root=tmp_path / "data", out=tmp_path / "out", head_fraction=0.5)
+    data = Data(config)
+    training = {p.patient_id for p in data.patients} - data.val_ids
+    encoder, head = stage_patients(data, config)
+    assert encoder | head == training and not encoder & head and abs(len(head) - len(training) / 2) <= 2
+    assert stage_patients(data, config) == (encoder, head)  # seeded
+    assert stage_patients(data, replace(config, seed=1000)) != (encoder, head)  # another member, another split
+    assert stage_patients(data, replace(config, head_fraction=0.0)) == (training, training)
