@@ -630,6 +630,10 @@ def train_classifier(config: ClassifierTrainConfig) -> dict:
     from assistant.murmur import ensemble_logits
 
     c = config
+    if c.members < 1:
+        raise MurmurScopeError(f"--members must be at least 1, not {c.members}")
+    if not 0.0 <= c.head_fraction < 1.0:
+        raise MurmurScopeError(f"--head-fraction must lie in [0, 1), not {c.head_fraction}")
     torch.set_num_threads(c.threads)
     torch.manual_seed(c.seed)
     started = time.perf_counter()

@@ -334,3 +334,12 @@ def test_each_member_keeps_its_head_patients_out_of_its_encoder(tmp_path):
     assert stage_patients(data, config) == (encoder, head)  # seeded
     assert stage_patients(data, replace(config, seed=1000)) != (encoder, head)  # another member, another split
     assert stage_patients(data, replace(config, head_fraction=0.0)) == (training, training)
+
+
+@pytest.mark.parametrize("option", [["--members", "0"], ["--head-fraction", "1.0"], ["--head-fraction", "-0.1"]])
+def test_classifier_training_refuses_bad_ensemble_options(tmp_path, option):
+    result = CliRunner().invoke(app, ["finetune", "classifier", "--circor-root", str(tmp_path),
+                                      "--out", str(tmp_path / "model"), *option])
+    assert result.exit_code != 0 and isinstance(result.exception, MurmurScopeError)
+    assert option[0] in str(result.exception)
+    assert not (tmp_path / "model").exists()
