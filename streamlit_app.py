@@ -8,31 +8,25 @@ Without a chat model the chat answers with the findings and the guidance, and sa
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import streamlit as st
 
-from assistant.audio import SITES, parse_name
+from assistant.data.audio import SITES, parse_name
+from assistant.data.labels import MURMUR_CLASSES
 from assistant.errors import MurmurScopeError
-from assistant.labels import MURMUR_CLASSES
 
 AUDIO_TYPES = ["wav", "flac", "ogg", "mp3"]
 
 
 @st.cache_resource(show_spinner="Loading the models…")
 def load_consultation():
-    from assistant.agent import ChatModelConfig
-    from assistant.audio_llm import AudioLLMConfig
-    from assistant.consultation import Consultation
-    from assistant.findings import Analyzer
+    from assistant.consult.agent import ChatModelConfig
+    from assistant.consult.consultation import Consultation
+    from assistant.llm.client import AudioLLMConfig
 
-    chat = ChatModelConfig.from_env()
-    url = os.environ.get("MURMURSCOPE_AUDIO_LLM_URL")
-    audio_llm = AudioLLMConfig(base_url=url, model=os.environ.get("MURMURSCOPE_AUDIO_LLM_MODEL",
-                                                                   "murmurscope-audio")) if url else None
-    return Consultation(Analyzer.load(), chat.chat_model(), audio_llm, chat_url=chat.base_url)
+    return Consultation.load(ChatModelConfig.from_env(), AudioLLMConfig.from_env())
 
 
 def report(error: Exception) -> None:
@@ -43,7 +37,7 @@ def report(error: Exception) -> None:
 
 
 def analyse(files, sites: list[str | None]) -> None:
-    from assistant.uploads import anonymous, decode_upload
+    from assistant.data.uploads import anonymous, decode_upload
 
     consultation = load_consultation()
     recordings = []
@@ -62,7 +56,7 @@ def analyse(files, sites: list[str | None]) -> None:
 
 
 def show_findings() -> None:
-    from assistant.plots import draw_probabilities, recording_figure
+    from assistant.viz.analysis import draw_probabilities, recording_figure
 
     f = st.session_state.findings
     st.subheader(f"Murmur: {f.murmur}")

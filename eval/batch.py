@@ -2,11 +2,11 @@
 
 `--batch-out FILE` writes one `/v1/chat/completions` request per (patient, recording, question) in the
 OpenAI batch input format that `vllm run-batch` reads, and stops. The messages are those the live client
-sends (`assistant.audio_llm.chat_messages`: system prompt, question phrasing), except that the audio, the
+sends (`assistant.llm.client.chat_messages`: system prompt, question phrasing), except that the audio, the
 same 16 kHz 16-bit WAV of at most 30 s, is written once per recording to `FILE.audio/` and referenced as an
 `audio_url` file:// URL rather than inlined 12 times as base64; run vLLM with
 `--allowed-local-media-path` pointing at that folder. `--batch-in FILE` reads `vllm run-batch`'s output,
-parses each reply with `assistant.murmur_questions.parse_answer`, votes per patient exactly as the live
+parses each reply with `assistant.llm.prompts.parse_answer`, votes per patient exactly as the live
 predictor does, and scores the result as an ordinary run (cache, report and all).
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from assistant.circor import Patient
+from assistant.data.circor import Patient
 from assistant.errors import MurmurScopeError
 from eval.datasets import load_eval_set
 from eval.predictors import PatientOutput, PredictorError
@@ -34,8 +34,8 @@ class BatchFileError(MurmurScopeError):
 
 def request_lines(patients: list[Patient], model: str, audio_dir: Path, progress: bool = True):
     """Yield (custom_id, request) for every question on every recording, writing each WAV once."""
-    from assistant.audio_llm import chat_messages
-    from assistant.murmur_questions import QUESTION_FEATURES, question
+    from assistant.llm.client import chat_messages
+    from assistant.llm.prompts import QUESTION_FEATURES, question
 
     for patient in tqdm(patients, desc="batch requests", unit="patient", disable=not progress):
         for ref in patient.recordings:
@@ -113,7 +113,7 @@ class BatchReplies:
         return {"predictor": "audio-llm", "batch_output_sha256": hashlib.sha256(self.path.read_bytes()).hexdigest()}
 
     def predict(self, patient: Patient) -> PatientOutput:
-        from assistant.murmur_questions import QUESTION_FEATURES, parse_answer
+        from assistant.llm.prompts import QUESTION_FEATURES, parse_answer
         from eval.llm_predictor import combine
 
         labels: dict[str, list[str]] = {}

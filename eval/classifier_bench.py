@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.circor import Patient, read_folder
-from assistant.labels import FEATURES, MURMUR_CLASSES
-from assistant.split import SplitConfig, split_patients
+from assistant.data.circor import Patient, read_folder
+from assistant.data.labels import FEATURES, MURMUR_CLASSES
+from assistant.data.split import SplitConfig, split_patients
 from eval.classifier_metrics import accuracy, bootstrap_ci, confusion, recalls, uar, weighted_accuracy
 
 
@@ -69,7 +69,7 @@ def _feature_scores(train: list[Patient], val: list[Patient], preds: dict, confi
 
 def _time_patient(model, patient: Patient, runs: int) -> float:
     """Median seconds for `predict_recordings` on four 20 s recordings (decoded, at CirCor's 4 kHz)."""
-    from assistant.audio import Recording
+    from assistant.data.audio import Recording
 
     recs = []
     for ref in patient.recordings[:4]:
@@ -113,7 +113,7 @@ def run(config: ClassifierBenchConfig) -> dict:
     import torch
     from tqdm.auto import tqdm
 
-    from assistant.murmur import MurmurModel
+    from assistant.murmur.model import MurmurModel
 
     torch.set_num_threads(config.threads)
     patients = [p for p in read_folder(config.circor_root) if p.labels is not None]

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from assistant.labels import MURMUR_CLASSES
+from assistant.data.labels import MURMUR_CLASSES
 
 # PhysioNet Challenge 2022: a missed Present costs most, then Unknown.
 MURMUR_WEIGHTS = {"Present": 5.0, "Unknown": 3.0, "Absent": 1.0}

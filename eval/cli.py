@@ -151,8 +151,8 @@ def segmenter(
     split_seed: Annotated[int, typer.Option(help="The project split's seed.")] = 2022,
 ) -> None:
     """S1/S2 F1 (±60 ms), heart-rate error and speed of the segmenter on the validation patients."""
+    from assistant.data.split import SplitConfig
     from assistant.errors import MurmurScopeError
-    from assistant.split import SplitConfig
     from eval.segmenter_bench import SegmenterBenchConfig, run
 
     if emission not in (None, "neural", "logistic"):

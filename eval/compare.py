@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from assistant.data.labels import FEATURES
 from assistant.errors import MurmurScopeError
-from assistant.labels import FEATURES
 from eval.baselines import run_value
 
 MURMUR_KEYS = ("murmur.weighted_accuracy", "murmur.accuracy", "murmur.uar", "murmur.macro_f1", "murmur.auroc_macro",
@@ -60,7 +60,7 @@ def paired_deltas(run_a: Path, run_b: Path, manifest: dict, metrics: dict, resam
     """Bootstrap interval of B - A over the same resampled patients, when the labelled data can be read."""
     import numpy as np
 
-    from assistant.labels import MURMUR_CLASSES
+    from assistant.data.labels import MURMUR_CLASSES
     from eval.datasets import load_eval_set
     from eval.metrics import MURMUR_WEIGHTS, _codes, bootstrap_intervals, confusion_stats, enforce_murmur_output
     from eval.runner import CACHE, read_cache

@@ -48,7 +48,7 @@ class ConsultBenchResult:
 
 
 def _patient(config: ConsultBenchConfig):
-    from assistant.synth import synth_patient
+    from assistant.data.synth import synth_patient
 
     p = synth_patient("bench", seed=config.seed, murmur="Present", duration=config.duration)
     return [pcg.recording for pcg in p.recordings.values()]
@@ -83,8 +83,8 @@ def bench_api(analyzer, recordings, config: ConsultBenchConfig) -> tuple[list[fl
     import httpx
     import uvicorn
 
-    from assistant.api import APIConfig, create_app
-    from assistant.consultation import Consultation
+    from assistant.consult.consultation import Consultation
+    from assistant.serve.app import APIConfig, create_app
 
     app = create_app(Consultation(analyzer), APIConfig(max_upload_mb=50))
     port = _free_port()
@@ -121,7 +121,7 @@ def bench_api(analyzer, recordings, config: ConsultBenchConfig) -> tuple[list[fl
 def run(config: ConsultBenchConfig = ConsultBenchConfig(), analyzer=None) -> ConsultBenchResult:
     import torch
 
-    from assistant.findings import Analyzer
+    from assistant.consult.analyzer import Analyzer
 
     torch.set_num_threads(config.threads)
     analyzer = analyzer or Analyzer.load()

@@ -12,10 +12,10 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from assistant.audio import AUDIO_SUFFIXES
-from assistant.circor import Patient, RecordingRef, read_folder
+from assistant.data.audio import AUDIO_SUFFIXES
+from assistant.data.circor import Patient, RecordingRef, read_folder
+from assistant.data.split import SplitConfig, split_patients
 from assistant.errors import DatasetError
-from assistant.split import SplitConfig, split_patients
 
 CIRCOR = "circor"
 PHYSIONET2016 = "physionet2016"
@@ -76,7 +76,7 @@ def read_physionet2016(root: Path) -> tuple[list[Patient], dict[str, str]]:
 def load_eval_set(root: str | Path, split: str | None = None) -> EvalSet:
     """Detect the layout of `root` and choose the patients to score.
 
-    CirCor defaults to the project's validation split (assistant/split.py), the split every model is
+    CirCor defaults to the project's validation split (assistant/data/split.py), the split every model is
     benchmarked on; a majority baseline then learns from the training side only. PhysioNet 2016 has no
     project split: it is always scored whole.
     """

@@ -59,10 +59,10 @@ def _free_port() -> int:
 
 def run_llm_bench(work: Path, sft_steps: int = 10, batch_size: int = 2, requests: int = 16,
                   concurrency: int = 4, machine: str = "") -> LLMBenchResult:
-    from assistant.audio_llm import AudioLLMConfig, ask_feature
-    from assistant.circor import read_folder
-    from assistant.llm_service import LLMServerConfig, start_llm_server
-    from assistant.synth import write_circor_folder
+    from assistant.data.circor import read_folder
+    from assistant.data.synth import write_circor_folder
+    from assistant.llm.client import AudioLLMConfig, ask_feature
+    from assistant.llm.launcher import LLMServerConfig, start_llm_server
     from finetune.export import merge_adapter
     from finetune.qa import QAConfig, build_qa
     from finetune.sft import AudioSFTConfig, train

@@ -1,6 +1,6 @@
 """The served audio-LLM as a predictor: every feature question on every recording, answers voted per patient.
 
-The model hears one recording per request, so each question of `assistant.murmur_questions` (murmur
+The model hears one recording per request, so each question of `assistant.llm.prompts` (murmur
 presence and the 11 features) is asked of each of the patient's recordings and the valid answers are put
 to a majority vote (ties go to the vocabulary's order). Unparseable and "no such murmur" answers take no
 part in the vote; a feature with no valid answer at all is scored as wrong.
@@ -12,8 +12,8 @@ from collections import Counter
 
 import httpx
 
-from assistant.circor import Patient
-from assistant.labels import FEATURES, MURMUR_CLASSES
+from assistant.data.circor import Patient
+from assistant.data.labels import FEATURES, MURMUR_CLASSES
 from eval.predictors import PatientOutput, PredictorError
 
 
@@ -64,7 +64,7 @@ class AudioLLMPredictor:
         elif models and model not in models:
             raise PredictorError(f"{endpoint}: does not serve {model!r} (it serves {', '.join(models)})")
         try:
-            from assistant.audio_llm import AudioLLMConfig
+            from assistant.llm.client import AudioLLMConfig
         except ImportError as e:
             raise PredictorError(f"the audio-LLM client is not available in this install ({e})") from e
         return cls(AudioLLMConfig(base_url=endpoint, model=model))
@@ -73,8 +73,8 @@ class AudioLLMPredictor:
         return {"predictor": "audio-llm", "model": self.config.model, "base_url": self.config.base_url}
 
     def predict(self, patient: Patient) -> PatientOutput:
-        from assistant.audio_llm import ask_feature
-        from assistant.murmur_questions import QUESTION_FEATURES
+        from assistant.llm.client import ask_feature
+        from assistant.llm.prompts import QUESTION_FEATURES
 
         labels: dict[str, list[str]] = {}
         answers: dict[str, list[str]] = {}

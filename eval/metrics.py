@@ -16,7 +16,7 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score, roc_auc_score
 
-from assistant.labels import MURMUR_CLASSES
+from assistant.data.labels import MURMUR_CLASSES
 
 MURMUR_WEIGHTS = {"Present": 5.0, "Unknown": 3.0, "Absent": 1.0}
 NO_ANSWER = "(none)"  # how a missing or unparseable feature answer shows in confusion matrices

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from assistant.circor import Patient
+from assistant.data.circor import Patient
+from assistant.data.labels import FEATURES, MURMUR_CLASSES, PREDICTION_COLUMNS
 from assistant.errors import MurmurScopeError
-from assistant.labels import FEATURES, MURMUR_CLASSES, PREDICTION_COLUMNS
 
 PROB_COLUMNS = {"Present": "p_present", "Unknown": "p_unknown", "Absent": "p_absent"}
 
@@ -152,17 +152,15 @@ class CsvPredictor:
 
 
 class ClassifierPredictor:
-    """The project's murmur classifier (assistant/murmur.py): its shipped weights, or a model folder."""
+    """The project's murmur classifier (assistant/murmur/model.py): its shipped weights, or a model folder."""
 
     name = "classifier"
 
     def __init__(self, folder: Path | None = None):
-        try:
-            from assistant import murmur
-        except ImportError as e:
-            raise PredictorError(f"the murmur classifier is not available in this install ({e})") from e
-        self.folder = Path(folder) if folder is not None else Path(murmur.WEIGHTS_DIR)
-        self.model = murmur.MurmurModel.load(folder)
+        from assistant.murmur.model import WEIGHTS_DIR, MurmurModel
+
+        self.folder = Path(folder) if folder is not None else WEIGHTS_DIR
+        self.model = MurmurModel.load(folder)
 
     def fingerprint(self) -> dict:
         digest = hashlib.sha256()

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from assistant.labels import FEATURES, MURMUR_CLASSES, PREDICTION_COLUMNS
+from assistant.data.labels import FEATURES, MURMUR_CLASSES, PREDICTION_COLUMNS
 from eval.baselines import beside
 
 if TYPE_CHECKING:

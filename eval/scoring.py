@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from assistant.labels import FEATURES, MURMUR_CLASSES
+from assistant.data.labels import FEATURES, MURMUR_CLASSES
 from eval.datasets import CIRCOR, EvalSet
 from eval.metrics import binary_metrics, feature_metrics, murmur_metrics
 from eval.predictors import MajorityPredictor, PatientOutput

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from assistant.circor import RecordingRef, read_folder
+from assistant.data.circor import RecordingRef, read_folder
+from assistant.data.segmentation import Segmentation, State
+from assistant.data.split import SplitConfig, split_patients
 from assistant.errors import DatasetError
-from assistant.segmentation import Segmentation, State
-from assistant.split import SplitConfig, split_patients
 
 
 @dataclass
@@ -102,7 +102,7 @@ def validation_refs(config: SegmenterBenchConfig) -> list[RecordingRef]:
 def run(config: SegmenterBenchConfig) -> dict:
     import torch
 
-    from assistant.segmenter import Segmenter, default_segmenter
+    from assistant.segment.segmenter import Segmenter, default_segmenter
 
     if config.one_core and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})

@@ -15,15 +15,15 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from assistant.audio import resample
-from assistant.murmur_questions import SYSTEM_PROMPT
+from assistant.data.audio import resample
+from assistant.llm.prompts import SYSTEM_PROMPT
 
 AUDIO_RATE = 16_000
 IGNORE_INDEX = -100
 
 
 def prompt_messages(question: str) -> list[dict]:
-    """The conversation up to the answer; the served client sends the same (see assistant.audio_llm)."""
+    """The conversation up to the answer; the served client sends the same (see assistant.llm.client)."""
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": question}]},

@@ -12,7 +12,7 @@ Stages, all on the project split (validation patients are never trained on):
 4. the members' multi-site heads, trained in lockstep with early stopping on the ensemble's validation
    weighted accuracy (the members' probabilities are averaged); temperatures fitted on validation;
 5. the feature heads on Present training patients, class-balanced; what they read per site (the
-   clip embedding, the cycle-synchronous log-mel of `assistant.cycle_features` from the segmenter's
+   clip embedding, the cycle-synchronous log-mel of `assistant.murmur.cycle_features` from the segmenter's
    states, or both) and the number of epochs chosen by 5-fold cross-validation inside the training
    patients (validation holds ~17 Present patients: too few to select on).
 """
@@ -30,16 +30,24 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from assistant.circor import Patient, read_folder
-from assistant.cycle_features import CycleConfig, cycle_vector
-from assistant.encoders import CNNConfig, CNNEncoder, Encoder
+from assistant.data.circor import Patient, read_folder
+from assistant.data.labels import FEATURES, MURMUR_CLASSES
+from assistant.data.split import SplitConfig, split_patients
 from assistant.errors import MurmurScopeError
-from assistant.labels import FEATURES, MURMUR_CLASSES
-from assistant.melspec import LogMel
-from assistant.murmur import FEATURE_INPUTS, MurmurConfig, MurmurModel, niizumi_rule, standardise_cycles, token_index
-from assistant.murmur_head import TOKENS, HeadConfig, LossConfig, head_loss, spec_augment_tokens
-from assistant.split import SplitConfig, split_patients
+from assistant.murmur.cycle_features import CycleConfig, cycle_vector
+from assistant.murmur.encoders import CNNConfig, CNNEncoder, Encoder
+from assistant.murmur.heads import TOKENS, HeadConfig
+from assistant.murmur.melspec import LogMel
+from assistant.murmur.model import (
+    FEATURE_INPUTS,
+    MurmurConfig,
+    MurmurModel,
+    niizumi_rule,
+    standardise_cycles,
+    token_index,
+)
 from eval.classifier_metrics import uar, weighted_accuracy
+from finetune.losses import LossConfig, head_loss, spec_augment_tokens
 
 FRAMES_PER_EMBEDDING = 8  # CNNEncoder pools time by 2 three times
 
@@ -154,7 +162,7 @@ class Data:
 
     def load_states(self, rate: int) -> list[np.ndarray | None]:
         """The shipped segmenter's states (50 frames/s) for every recording, cached like the log-mels."""
-        from assistant.segmenter import WEIGHTS_DIR, WEIGHTS_NAME, default_segmenter
+        from assistant.segment.segmenter import WEIGHTS_DIR, WEIGHTS_NAME, default_segmenter
 
         c = self.config
         segmenter_id = hashlib.sha1((WEIGHTS_DIR / f"{WEIGHTS_NAME}.safetensors").read_bytes()).hexdigest()
@@ -350,7 +358,7 @@ class HeadRun:
 
     def __init__(self, head_config: HeadConfig, t: PatientTensors, config: ClassifierTrainConfig,
                  train_idx: np.ndarray):
-        from assistant.murmur_head import MultiSiteHead
+        from assistant.murmur.heads import MultiSiteHead
 
         self.t, self.config = t, config
         torch.manual_seed(config.seed)
@@ -391,7 +399,7 @@ def train_heads(head_config: HeadConfig, tensors: list[PatientTensors], configs:
     """The members' heads, trained in lockstep with early stopping on the *ensemble's* validation weighted
     accuracy (ties broken by UAR): the model that ships is the ensemble, so that is what the stopping epoch
     is chosen for, once, rather than once per member."""
-    from assistant.murmur import ensemble_logits
+    from assistant.murmur.model import ensemble_logits
 
     c = configs[0]
     runs = [HeadRun(head_config, t, mc, np.flatnonzero([pid in ids for pid in t.ids]))
@@ -484,7 +492,7 @@ def select_features(inputs: dict[str, PatientTensors], targets: dict[str, torch.
                     config: ClassifierTrainConfig, log: dict) -> tuple[str, int]:
     """Input and epoch count by 5-fold cross-validation inside the training patients (mean UAR of the
     location and systolic heads): the validation split holds too few Present patients to choose on."""
-    from assistant.murmur_head import FeatureHeads
+    from assistant.murmur.heads import FeatureHeads
 
     candidates = [e for e in config.feature_epoch_candidates if e <= config.feature_epochs] or [config.feature_epochs]
     rng = np.random.default_rng(config.seed + 4)
@@ -594,7 +602,7 @@ def embed_members(data: Data, mels: list[np.ndarray | None] | None, configs: lis
     if c.encoder == "m2d":
         if c.m2d_checkpoint is None:
             raise MurmurScopeError("--encoder m2d needs --m2d-checkpoint PATH (the official weights are not shipped)")
-        from assistant.m2d import load_m2d
+        from assistant.murmur.m2d import load_m2d
 
         encoder = load_m2d(c.m2d_checkpoint)
         emb, ok = embed_views(encoder, data, None, c)
@@ -627,7 +635,7 @@ def embed_members(data: Data, mels: list[np.ndarray | None] | None, configs: lis
 
 def train_classifier(config: ClassifierTrainConfig) -> dict:
     """Train every part, write `config.out`/murmur.{json,safetensors} and training.json; return the log."""
-    from assistant.murmur import ensemble_logits
+    from assistant.murmur.model import ensemble_logits
 
     c = config
     if c.members < 1:

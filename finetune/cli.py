@@ -35,8 +35,8 @@ def segmenter(
     split_seed: Annotated[int, typer.Option(help="The project split's seed.")] = 2022,
 ) -> None:
     """Learn the segmenter's durations and emission models from CirCor .tsv annotations."""
+    from assistant.data.split import SplitConfig
     from assistant.errors import MurmurScopeError
-    from assistant.split import SplitConfig
     from finetune.segmenter import SegmenterTrainConfig, train
 
     if emission not in ("neural", "logistic"):

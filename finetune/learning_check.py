@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from assistant.audio import Recording, write_recording
-from assistant.murmur_questions import answer, parse_answer, question
-from assistant.synth import Murmur, SynthConfig, synthesize
+from assistant.data.audio import Recording, write_recording
+from assistant.data.synth import Murmur, SynthConfig, synthesize
+from assistant.llm.prompts import answer, parse_answer, question
 
 FEATURE = "systolic_pitch"
 CLASSES = (None, "Low", "High")

@@ -5,7 +5,7 @@ Output folder (loads with `datasets.load_dataset("json", data_files=...)`):
     clips/*.wav              16 kHz mono PCM clips of whole heart cycles, at most `max_clip_seconds`
     meta.json                the config, row counts and where the cycle boundaries came from
 
-Cycle boundaries come from the segmenter (`assistant.segmenter`), falling back to the expert `.tsv`
+Cycle boundaries come from the segmenter (`assistant.segment.segmenter`), falling back to the expert `.tsv`
 annotation for recordings where it finds no reliable cycle; every row's `cycle_source` says which.
 
 Which questions a clip gets:
@@ -16,7 +16,7 @@ Which questions a clip gets:
   diastolic question (drawn at random) -> "no systolic/diastolic murmur", so the negatives do not
   swamp the feature answers;
 - Unknown: "is there a murmur?" -> Unknown only (the recording is too poor to describe).
-The project split (`assistant.split`) decides each patient's side, so no patient is on both.
+The project split (`assistant.data.split`) decides each patient's side, so no patient is on both.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from assistant.audio import Recording, write_recording
-from assistant.circor import Patient, RecordingRef, read_folder
+from assistant.data.audio import Recording, write_recording
+from assistant.data.circor import Patient, RecordingRef, read_folder
+from assistant.data.labels import FEATURES
+from assistant.data.segmentation import Segmentation, State
+from assistant.data.split import SplitConfig, split_patients
 from assistant.errors import DatasetError
-from assistant.labels import FEATURES
-from assistant.murmur_questions import PHRASINGS, PRESENCE, answer
-from assistant.segmentation import Segmentation, State
-from assistant.split import SplitConfig, split_patients
+from assistant.llm.prompts import PHRASINGS, PRESENCE, answer
 
 CLIP_RATE = 16_000
 # Longer gaps between S1 onsets are annotation holes, not heart cycles (20 bpm).
@@ -76,7 +76,7 @@ def recording_cycles(ref: RecordingRef, recording: Recording) -> tuple[list[tupl
     The segmenter's, as at consultation time (the model then hears clips cut the way it will be
     asked about them); the expert `.tsv` annotation only when the segmenter finds no reliable cycle.
     """
-    from assistant.segmenter import segment_recording
+    from assistant.segment.segmenter import segment_recording
 
     result = segment_recording(recording)
     cycles = [(a, b) for a, b in result.cycles() if b - a <= MAX_CYCLE_SECONDS]

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from assistant.circor import RecordingRef, read_folder
-from assistant.envelopes import FRAME_RATE, N_ENVELOPES, EnvelopeConfig, frame_features
+from assistant.data.circor import RecordingRef, read_folder
+from assistant.data.segmentation import Segmentation, State
+from assistant.data.split import SplitConfig, split_patients
 from assistant.errors import DatasetError
-from assistant.hsmm import DurationModel
-from assistant.segmentation import Segmentation, State
-from assistant.split import SplitConfig, split_patients
+from assistant.segment.envelopes import FRAME_RATE, N_ENVELOPES, EnvelopeConfig, frame_features
+from assistant.segment.hsmm import DurationModel
 
 
 @dataclass
@@ -57,7 +57,7 @@ NOT_HEART = 5  # label of generated non-heart frames: the network's fifth output
 
 def non_heart_examples(n: int, env: EnvelopeConfig, seed: int) -> list[Example]:
     """Generated recordings without heart sounds, every frame labelled NOT_HEART."""
-    from assistant.nonheart import GENERATORS
+    from finetune.nonheart import GENERATORS
 
     rng = np.random.default_rng(seed)
     kinds = list(GENERATORS)
@@ -71,9 +71,9 @@ def non_heart_examples(n: int, env: EnvelopeConfig, seed: int) -> list[Example]:
 
 
 def synthetic_examples(n: int, env: EnvelopeConfig, seed: int) -> list[Example]:
-    """Generated heart recordings with exact labels (`assistant.synth`): they widen what the network accepts as
+    """Generated heart recordings with exact labels (`assistant.data.synth`): they widen what the network accepts as
     heart audio beyond the one stethoscope of CirCor, so the reject class learns "no cycles", not "not CirCor"."""
-    from assistant.synth import SynthConfig, random_labels, synthesize
+    from assistant.data.synth import SynthConfig, random_labels, synthesize
 
     rng = np.random.default_rng(seed)
     out = []
@@ -171,7 +171,7 @@ def state_prior(examples: list[Example]) -> np.ndarray:
 def fit_logistic(examples: list[Example], seed: int, max_frames: int = 300_000):
     from sklearn.linear_model import LogisticRegression
 
-    from assistant.emission import LogisticEmission
+    from assistant.segment.emission_models import LogisticEmission
 
     x = np.concatenate([e.features[:, :N_ENVELOPES] for e in examples])
     y = np.concatenate([e.labels for e in examples])
@@ -186,7 +186,7 @@ def train_net(examples: list[Example], config: SegmenterTrainConfig):
     import torch
     from torch import nn
 
-    from assistant.emission import NetConfig, SegmenterNet
+    from assistant.segment.emission_models import NetConfig, SegmenterNet
 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -231,7 +231,7 @@ def calibrate_quality(segmenter, examples: list[Example], seed: int, n_per_kind:
 
     Returns the chosen threshold and the two quality distributions it came from.
     """
-    from assistant.nonheart import GENERATORS
+    from finetune.nonheart import GENERATORS
 
     open_gate = segmenter.with_config(min_quality=0.0, min_cycles=0)
     real = np.array([open_gate.segment_features(e.features).quality for e in tqdm(examples, desc="quality: real")])
@@ -269,7 +269,7 @@ def plot_history(history: list[float], path: Path) -> Path:
 def train(config: SegmenterTrainConfig) -> Path:
     import torch
 
-    from assistant.segmenter import Segmenter, SegmenterConfig
+    from assistant.segment.segmenter import Segmenter, SegmenterConfig
 
     torch.set_num_threads(config.threads)
     env = EnvelopeConfig()

@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from assistant.data.labels import FEATURES, MURMUR_CLASSES
 from assistant.errors import MurmurScopeError
-from assistant.labels import FEATURES, MURMUR_CLASSES
-from assistant.murmur_questions import PHRASINGS, SYSTEM_PROMPT, no_murmur_answer
+from assistant.llm.prompts import PHRASINGS, SYSTEM_PROMPT, no_murmur_answer
 
 DEFAULT_MODEL_ID = "Qwen/Qwen2-Audio-7B-Instruct"
 

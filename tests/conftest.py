@@ -17,7 +17,7 @@ def circor_dev() -> Path:
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory) -> Path:
     """A small labelled CirCor-layout folder, .wav like the official release."""
-    from assistant.synth import write_circor_folder
+    from assistant.data.synth import write_circor_folder
 
     root = tmp_path_factory.mktemp("synth_circor")
     write_circor_folder(root, n_patients=8, seed=1, suffix=".wav", duration=8.0)
@@ -27,7 +27,7 @@ def synth_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def analyzer():
     """The shipped segmenter, murmur model and guidance index, loaded once for the whole session."""
-    from assistant.findings import Analyzer
+    from assistant.consult.analyzer import Analyzer
 
     return Analyzer.load()
 
@@ -35,7 +35,7 @@ def analyzer():
 @pytest.fixture()
 def analyzer_loaded_once(monkeypatch, analyzer):
     """`Analyzer.load()` of the shipped models returns the session's analyzer instead of loading them again."""
-    from assistant.findings import AnalysisConfig, Analyzer
+    from assistant.consult.analyzer import AnalysisConfig, Analyzer
 
     load = Analyzer.load.__func__
 
@@ -71,7 +71,7 @@ def tiny_audio_llm(tmp_path_factory, synth_root) -> Path:
 @pytest.fixture()
 def synth_recordings():
     """Four 8 s recordings of one synthetic patient with a murmur."""
-    from assistant.synth import synth_patient
+    from assistant.data.synth import synth_patient
 
     p = synth_patient("9001", seed=3, murmur="Present", duration=8.0)
     return [pcg.recording for pcg in p.recordings.values()]

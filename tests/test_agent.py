@@ -4,7 +4,7 @@ import json
 
 from langchain_core.messages import AIMessage, ToolMessage
 
-from assistant.consultation import Consultation
+from assistant.consult.consultation import Consultation
 from tests.chat_doubles import ScriptedChatModel, call
 
 FINAL = "Murmur present (62%). Signal quality 0.8. See [1]. This is decision support, not a diagnosis."
@@ -100,7 +100,7 @@ def test_conversations_do_not_see_each_others_recordings(analyzer, synth_recordi
 
 
 def test_audio_llm_tool_only_when_configured(analyzer, synth_recordings):
-    from assistant.audio_llm import AudioLLMConfig
+    from assistant.llm.client import AudioLLMConfig
 
     model = scripted(AIMessage(content="hi"))
     Consultation(analyzer, chat_model=model).ask("x", "hi")
@@ -125,7 +125,7 @@ def test_without_chat_model_the_reply_is_findings_and_guidance(analyzer, synth_r
 
 
 def test_unreachable_chat_model_falls_back(analyzer, synth_recordings):
-    from assistant.agent import ChatModelConfig
+    from assistant.consult.agent import ChatModelConfig
 
     cfg = ChatModelConfig(base_url="http://127.0.0.1:9/v1", timeout=5)
     c = Consultation(analyzer, chat_model=cfg.chat_model(), chat_url=cfg.base_url)
@@ -146,7 +146,7 @@ def test_stream_yields_the_final_answer(analyzer, synth_recordings):
 
 
 def test_chat_model_config_from_env(monkeypatch):
-    from assistant.agent import ChatModelConfig
+    from assistant.consult.agent import ChatModelConfig
 
     monkeypatch.setenv("MURMURSCOPE_CHAT_BASE_URL", "http://h:8000/v1")
     monkeypatch.setenv("MURMURSCOPE_CHAT_MODEL", "Qwen/Qwen2.5-1.5B-Instruct")

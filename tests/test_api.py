@@ -9,9 +9,9 @@ import openai
 import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 
-from assistant.api import APIConfig, create_app
-from assistant.audio import write_recording
-from assistant.consultation import Consultation
+from assistant.consult.consultation import Consultation
+from assistant.data.audio import write_recording
+from assistant.serve.app import APIConfig, create_app
 from tests.chat_doubles import ScriptedChatModel, call
 from tests.live_server import serve
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from assistant.audio import AudioLimits, Recording, load_recording, parse_name, resample, write_recording
+from assistant.data.audio import AudioLimits, Recording, load_recording, parse_name, resample, write_recording
+from assistant.data.synth import SynthConfig, synthesize
 from assistant.errors import (
     EmptyAudioError,
     MissingFileError,
@@ -12,7 +13,6 @@ from assistant.errors import (
     TooLongError,
     TooShortError,
 )
-from assistant.synth import SynthConfig, synthesize
 
 
 def _tone(rate: int, seconds: float = 3.0) -> np.ndarray:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from assistant.data.labels import FEATURES, MURMUR_CLASSES
 from assistant.errors import MurmurScopeError
-from assistant.labels import FEATURES, MURMUR_CLASSES
-from assistant.murmur_questions import (
+from assistant.llm.prompts import (
     NO_MURMUR_LABEL,
     PHRASINGS,
     QUESTION_FEATURES,
@@ -91,8 +91,8 @@ def test_qa_build_is_cycle_aligned_and_split_by_patient(qa_dir, synth_root):
     import soundfile as sf
     from datasets import load_dataset
 
-    from assistant.circor import read_folder
-    from assistant.split import split_patients
+    from assistant.data.circor import read_folder
+    from assistant.data.split import split_patients
 
     ds = load_dataset("json", data_files={"train": str(qa_dir / "train.jsonl"), "val": str(qa_dir / "val.jsonl")})
     train_ids, val_ids = set(ds["train"]["patient_id"]), set(ds["val"]["patient_id"])
@@ -121,7 +121,7 @@ def test_qa_build_is_cycle_aligned_and_split_by_patient(qa_dir, synth_root):
 def test_qa_falls_back_to_the_annotation_when_the_segmenter_is_unreliable(synth_root, tmp_path, monkeypatch):
     from dataclasses import replace
 
-    import assistant.segmenter as segmenter
+    import assistant.segment.segmenter as segmenter
     from finetune.qa import QAConfig, build_qa
 
     real = segmenter.segment_recording

@@ -18,7 +18,7 @@ import httpx
 import psutil
 import pytest
 
-from assistant.llm_service import REPO_VLLM_PYTHON
+from assistant.llm.launcher import REPO_VLLM_PYTHON
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,7 +43,7 @@ def _transformers_reply(model_dir: Path, recording, question: str) -> str:
     import torch
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
-    from assistant.audio_llm import AUDIO_RATE, wav_base64
+    from assistant.llm.client import AUDIO_RATE, wav_base64
     from finetune.audio_collator import prompt_messages
 
     processor = AutoProcessor.from_pretrained(model_dir)
@@ -59,9 +59,9 @@ def _transformers_reply(model_dir: Path, recording, question: str) -> str:
 
 
 def test_serve_llm_answers_an_audio_question_over_http(tiny_audio_llm, synth_root, tmp_path):
-    from assistant.audio_llm import AudioLLMConfig, ask_feature
-    from assistant.circor import read_folder
-    from assistant.murmur_questions import UNPARSEABLE, parse_answer, vocabulary
+    from assistant.data.circor import read_folder
+    from assistant.llm.client import AudioLLMConfig, ask_feature
+    from assistant.llm.prompts import UNPARSEABLE, parse_answer, vocabulary
 
     port = _free_port()
     log = tmp_path / "vllm.log"

@@ -3,11 +3,11 @@ import shutil
 
 import pytest
 
-from assistant.circor import read_folder, read_patient
+from assistant.data.circor import read_folder, read_patient
+from assistant.data.labels import FEATURES, MURMUR_CLASSES
+from assistant.data.segmentation import Segmentation, State, read_tsv, write_tsv
+from assistant.data.split import SplitConfig, split_patients
 from assistant.errors import DatasetError
-from assistant.labels import FEATURES, MURMUR_CLASSES
-from assistant.segmentation import Segmentation, State, read_tsv, write_tsv
-from assistant.split import SplitConfig, split_patients
 
 
 def test_reads_generated_root(synth_root):
@@ -27,7 +27,7 @@ def test_reads_generated_root(synth_root):
 
 
 def test_flac_and_wav_layouts_read_alike(synth_root, tmp_path):
-    from assistant.audio import Recording, load_recording, write_recording
+    from assistant.data.audio import Recording, load_recording, write_recording
 
     for path in synth_root.iterdir():
         if path.suffix == ".wav":
@@ -43,7 +43,7 @@ def test_flac_and_wav_layouts_read_alike(synth_root, tmp_path):
 
 
 def test_inference_layout_has_no_labels(tmp_path):
-    from assistant.synth import write_circor_folder
+    from assistant.data.synth import write_circor_folder
 
     write_circor_folder(tmp_path, n_patients=2, seed=3, duration=4.0, with_labels=False)
     patients = read_folder(tmp_path)
@@ -92,8 +92,8 @@ def test_tsv_round_trip(tmp_path):
 
 
 def test_split_is_deterministic_disjoint_and_stratified(synth_root):
-    from assistant.circor import Patient
-    from assistant.labels import PatientLabels
+    from assistant.data.circor import Patient
+    from assistant.data.labels import PatientLabels
 
     patients = [Patient(str(i), (), labels=PatientLabels(murmur=MURMUR_CLASSES[i % 3])) for i in range(300)]
     a = split_patients(patients)

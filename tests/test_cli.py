@@ -5,14 +5,14 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from assistant.cli import app
+from assistant.cli.main import app
 
 runner = CliRunner()
 
 
 def _run(*args):
     """The installed entry point, as a user runs it (errors are handled in main(), not in the app)."""
-    return subprocess.run([sys.executable, "-c", "from assistant.cli import main; main()", *args],
+    return subprocess.run([sys.executable, "-c", "from assistant.cli.main import main; main()", *args],
                           capture_output=True, text=True)
 
 

@@ -4,7 +4,7 @@ import sys
 
 from typer.testing import CliRunner
 
-from assistant.cli import app
+from assistant.cli.main import app
 
 runner = CliRunner()
 
@@ -41,7 +41,7 @@ def test_chat_without_model_gives_findings(analyzer_loaded_once, synth_root, mon
 def test_analyze_non_audio_is_one_line(tmp_path):
     bad = tmp_path / "x.wav"
     bad.write_text("not audio")
-    result = subprocess.run([sys.executable, "-c", "from assistant.cli import main; main()", "analyze", str(bad)],
+    result = subprocess.run([sys.executable, "-c", "from assistant.cli.main import main; main()", "analyze", str(bad)],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "not a readable audio file" in result.stderr

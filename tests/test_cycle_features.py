@@ -3,9 +3,9 @@
 import numpy as np
 import torch
 
-from assistant.cycle_features import CycleConfig, cycle_image, cycle_vector
-from assistant.melspec import CIRCOR_MEL, LogMel
-from assistant.synth import Murmur, SynthConfig, synthesize
+from assistant.data.synth import Murmur, SynthConfig, synthesize
+from assistant.murmur.cycle_features import CycleConfig, cycle_image, cycle_vector
+from assistant.murmur.melspec import CIRCOR_MEL, LogMel
 
 
 def _image(timing: str | None, seed: int = 0, config: CycleConfig = CycleConfig()) -> np.ndarray:

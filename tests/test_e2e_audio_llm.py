@@ -10,7 +10,7 @@ import openai
 import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 
-from assistant.llm_service import REPO_VLLM_PYTHON, LLMServerConfig, start_llm_server
+from assistant.llm.launcher import REPO_VLLM_PYTHON, LLMServerConfig, start_llm_server
 from tests.chat_doubles import ScriptedChatModel, call
 from tests.live_server import free_port, serve
 from tests.test_api import wav_bytes
@@ -31,9 +31,9 @@ def vllm(tiny_audio_llm, tmp_path_factory):
 
 
 def test_api_agent_audio_llm_vllm(vllm, analyzer, synth_recordings):
-    from assistant.api import APIConfig, create_app
-    from assistant.audio_llm import AudioLLMConfig, ask
-    from assistant.consultation import Consultation
+    from assistant.consult.consultation import Consultation
+    from assistant.llm.client import AudioLLMConfig, ask
+    from assistant.serve.app import APIConfig, create_app
 
     audio_llm = AudioLLMConfig(base_url=vllm.config.base_url, model=vllm.config.name, timeout=300)
     question = "Is there a murmur in this recording?"
@@ -54,7 +54,7 @@ def test_api_agent_audio_llm_vllm(vllm, analyzer, synth_recordings):
     assert tool.status != "error", tool.content
     # The tool's content is the served model's own reply (greedy decoding): asking the server directly
     # with the same recording (as the API decoded it: 16-bit WAV) and question gives the same text.
-    from assistant.uploads import decode_upload
+    from assistant.data.uploads import decode_upload
 
     heard = decode_upload(wav_bytes(synth_recordings[3]), ".wav", site="MV")
     assert tool.content.strip() and tool.content == ask(heard, question, audio_llm)

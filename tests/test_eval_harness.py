@@ -7,21 +7,21 @@ import sys
 
 import pytest
 
-from assistant.circor import read_folder
-from assistant.labels import FEATURES, PREDICTION_COLUMNS
+from assistant.data.circor import read_folder
+from assistant.data.labels import FEATURES, PREDICTION_COLUMNS
 from eval.datasets import load_eval_set
 from eval.predictors import CsvPredictor
 from eval.runner import RunConfig, RunExistsError, run
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-c", "from assistant.cli import main; main()", *args],
+    return subprocess.run([sys.executable, "-c", "from assistant.cli.main import main; main()", *args],
                           capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")
 def circor_root(tmp_path_factory):
-    from assistant.synth import write_circor_folder
+    from assistant.data.synth import write_circor_folder
 
     root = tmp_path_factory.mktemp("eval_circor")
     write_circor_folder(root, n_patients=20, seed=3, duration=3.0)
@@ -46,7 +46,7 @@ def truth_csv(circor_root, tmp_path_factory):
 
 
 def test_default_split_is_the_project_validation_split(circor_root):
-    from assistant.split import split_patients
+    from assistant.data.split import split_patients
 
     es = load_eval_set(circor_root)
     split = split_patients(read_folder(circor_root))

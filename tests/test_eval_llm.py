@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from assistant.circor import read_folder
-from assistant.labels import FEATURES
+from assistant.data.circor import read_folder
+from assistant.data.labels import FEATURES
 from eval.llm_predictor import combine, vote
 
 
@@ -20,7 +20,7 @@ def test_vote_ignores_unparseable_and_no_murmur_and_breaks_ties_by_vocabulary():
 
 @pytest.fixture(scope="module")
 def small_root(tmp_path_factory):
-    from assistant.synth import write_circor_folder
+    from assistant.data.synth import write_circor_folder
 
     root = tmp_path_factory.mktemp("llm_circor")
     write_circor_folder(root, n_patients=4, seed=5, duration=3.0)
@@ -31,15 +31,14 @@ def _cli(*args):
     import subprocess
     import sys
 
-    return subprocess.run([sys.executable, "-c", "from assistant.cli import main; main()", *args],
+    return subprocess.run([sys.executable, "-c", "from assistant.cli.main import main; main()", *args],
                           capture_output=True, text=True)
 
 
 def test_batch_round_trip(small_root, tmp_path):
     import soundfile as sf
 
-    pytest.importorskip("assistant.murmur_questions", reason="the audio-LLM client has not landed in this checkout")
-    from assistant.murmur_questions import QUESTION_FEATURES, answer
+    from assistant.llm.prompts import QUESTION_FEATURES, answer
     from eval.batch import SEP, read_batch_output
 
     batch = tmp_path / "requests.jsonl"

@@ -19,7 +19,7 @@ VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 
 
 def _cli(*args, **kw):
-    return subprocess.run([sys.executable, "-c", "from assistant.cli import main; main()", *args],
+    return subprocess.run([sys.executable, "-c", "from assistant.cli.main import main; main()", *args],
                           capture_output=True, text=True, **kw)
 
 
@@ -27,7 +27,7 @@ def _cli(*args, **kw):
 def tiny_llm(tmp_path_factory):
     if not VLLM_PYTHON.exists():
         pytest.skip("no .venv-vllm (make setup-vllm) for the real vLLM")
-    from assistant.synth import write_circor_folder
+    from assistant.data.synth import write_circor_folder
     from finetune.tiny_model import TinyModelConfig, write_tiny_model
 
     base = tmp_path_factory.mktemp("llm_eval")
@@ -37,7 +37,7 @@ def tiny_llm(tmp_path_factory):
 
 def test_live_and_batch_runs_agree(tiny_llm):
     model, base = tiny_llm
-    from assistant.llm_service import LLMServerConfig, start_llm_server
+    from assistant.llm.launcher import LLMServerConfig, start_llm_server
 
     common = ["--circor-root", str(base / "data"), "--split", "all", "--predictor", "audio-llm", "--no-progress",
               "--bootstrap", "20"]

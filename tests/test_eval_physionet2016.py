@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from assistant.audio import write_recording
+from assistant.data.audio import write_recording
+from assistant.data.synth import Murmur, SynthConfig, synthesize
 from assistant.errors import DatasetError
-from assistant.synth import Murmur, SynthConfig, synthesize
 from eval.datasets import PHYSIONET2016, load_eval_set
 from eval.runner import RunConfig, run
 from eval.scoring import to_binary

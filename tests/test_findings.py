@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from assistant.audio import Recording
-from assistant.findings import AnalysisError
+from assistant.consult.analyzer import AnalysisError
+from assistant.data.audio import Recording
 
 
 def test_per_recording_results_follow_the_input_order(analyzer, synth_recordings):

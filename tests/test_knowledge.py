@@ -222,7 +222,7 @@ def test_langchain_tool(retriever):
 # --- CLI ----------------------------------------------------------------------------------------------------------
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-c", "from assistant.cli import main; main()", *args],
+    return subprocess.run([sys.executable, "-c", "from assistant.cli.main import main; main()", *args],
                           capture_output=True, text=True)
 
 

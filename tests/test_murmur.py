@@ -10,24 +10,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from assistant.audio import Recording, write_recording
-from assistant.cli import app
-from assistant.encoders import CNNConfig
+from assistant.cli.main import app
+from assistant.data.audio import Recording, write_recording
+from assistant.data.labels import FEATURES, MURMUR_CLASSES, PREDICTION_COLUMNS
+from assistant.data.synth import write_circor_folder
 from assistant.errors import MurmurScopeError
-from assistant.labels import FEATURES, MURMUR_CLASSES, PREDICTION_COLUMNS
-from assistant.m2d import M2DCheckpointError, M2DConfig, M2DViT, load_m2d
-from assistant.murmur import MurmurConfig, MurmurModel, niizumi_rule, site_tokens
-from assistant.murmur_head import (
-    TOKENS,
-    HeadConfig,
-    LossConfig,
-    MultiSiteHead,
-    distill_loss,
-    focal_loss,
-    head_loss,
-    spec_augment_tokens,
-)
-from assistant.synth import write_circor_folder
+from assistant.murmur.encoders import CNNConfig
+from assistant.murmur.heads import TOKENS, HeadConfig, MultiSiteHead
+from assistant.murmur.m2d import M2DCheckpointError, M2DConfig, M2DViT, load_m2d
+from assistant.murmur.model import MurmurConfig, MurmurModel, niizumi_rule, site_tokens
+from finetune.losses import LossConfig, distill_loss, focal_loss, head_loss, spec_augment_tokens
 
 TINY_HEAD = HeadConfig(in_dim=16, d_model=32, layers=2, heads=4, ff_dim=64)
 
@@ -235,7 +227,7 @@ def test_predict_patient_without_usable_recordings_is_unknown(tmp_path, random_m
 
 
 def test_shipped_model_loads_and_predicts(synth_root):
-    from assistant.circor import read_folder
+    from assistant.data.circor import read_folder
 
     model = MurmurModel.load()
     pred = model.predict_patient(read_folder(synth_root)[0])
@@ -247,7 +239,7 @@ def test_shipped_model_loads_and_predicts(synth_root):
 
 @pytest.mark.slow
 def test_training_on_synthetic_patients_learns(tmp_path):
-    from assistant.circor import read_folder
+    from assistant.data.circor import read_folder
     from finetune.classifier import ClassifierTrainConfig, train_classifier
 
     write_circor_folder(tmp_path / "train", n_patients=48, seed=11, duration=6.0)
@@ -268,7 +260,7 @@ def test_training_on_synthetic_patients_learns(tmp_path):
 
 @pytest.mark.parametrize("feature_input", ["cycle", "both"])
 def test_feature_heads_on_cycle_features(tmp_path, feature_input):
-    from assistant.synth import Murmur, SynthConfig, synthesize
+    from assistant.data.synth import Murmur, SynthConfig, synthesize
 
     torch.manual_seed(0)
     config = MurmurConfig(head=TINY_HEAD, cnn=replace(CNNConfig(), channels=(16, 16, 16, 16), dim=TINY_HEAD.in_dim),
@@ -292,7 +284,7 @@ def test_feature_heads_on_cycle_features(tmp_path, feature_input):
 
 
 def test_ensemble_logits_average_member_probabilities():
-    from assistant.murmur import ensemble_logits
+    from assistant.murmur.model import ensemble_logits
 
     member_logits = torch.tensor([[[2.0, 0.0, -1.0]], [[-1.0, 0.5, 3.0]]])
     expected = member_logits.softmax(-1).mean(0)

@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from assistant.audio import Recording, write_recording
-from assistant.cli import app
-from assistant.envelopes import FRAME_RATE, frame_features
-from assistant.hsmm import DurationModel, autocorrelation_heart_rate, viterbi
-from assistant.nonheart import GENERATORS
-from assistant.segmentation import Segmentation, State, read_tsv
-from assistant.segmenter import NO_CYCLES, Segmenter, SegmentResult, default_segmenter, segment_recording
-from assistant.synth import SynthConfig, synthesize, write_circor_folder
+from assistant.cli.main import app
+from assistant.data.audio import Recording, write_recording
+from assistant.data.segmentation import Segmentation, State, read_tsv
+from assistant.data.synth import SynthConfig, synthesize, write_circor_folder
+from assistant.segment.envelopes import FRAME_RATE, frame_features
+from assistant.segment.hsmm import DurationModel, autocorrelation_heart_rate, viterbi
+from assistant.segment.segmenter import NO_CYCLES, Segmenter, SegmentResult, default_segmenter, segment_recording
 from eval.segmenter_bench import Counts, match, score_recording
+from finetune.nonheart import GENERATORS
 
 runner = CliRunner()
 
@@ -159,8 +159,8 @@ def test_cli_refuses_bad_out(tmp_path):
 
 @pytest.mark.realdata
 def test_real_recordings_of_validation_patients(circor_dev, tmp_path):
-    from assistant.circor import read_folder
-    from assistant.split import split_patients
+    from assistant.data.circor import read_folder
+    from assistant.data.split import split_patients
 
     patients = read_folder(circor_dev)
     val = split_patients(patients).val[:3]

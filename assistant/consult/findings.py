@@ -1,0 +1,77 @@
+"""What one analysis found, as pydantic models so every consumer (CLI, API, agent, app, reports)
+serialises it the same way: segmentation per recording, the murmur call with its probabilities, the
+features and the guidance passages that match the result.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from knowledge.retriever import Passage
+
+DISCLAIMER = (
+    "MurmurScope is decision support, not a diagnosis: a clinician must interpret these findings "
+    "together with the history and examination, and refer for echocardiography when in doubt."
+)
+
+
+class SegmentationFinding(BaseModel):
+    heart_rate: float | None = Field(description="Beats per minute; None when no rhythm was found.")
+    heart_rate_confidence: float
+    quality: float = Field(description="Signal quality in [0, 1] (1: clean heart sounds).")
+    reliable: bool
+    message: str
+    n_cycles: int
+    intervals: list[tuple[float, float, int]] = Field(
+        default_factory=list, description="(start_s, end_s, state) with state 1 S1, 2 systole, 3 S2, 4 diastole."
+    )
+
+
+class RecordingFindings(BaseModel):
+    id: str
+    site: str | None
+    duration_s: float
+    segmentation: SegmentationFinding
+    murmur_probabilities: dict[str, float] = Field(default_factory=dict)
+
+
+class FeatureFinding(BaseModel):
+    label: str | None
+    probabilities: dict[str, float]
+    low_confidence: bool
+    n_train: int
+
+
+class GuidancePassage(BaseModel):
+    id: str
+    title: str
+    section: str
+    text: str
+    source: str
+    url: str | None = None
+    year: int | None = None
+    score: float
+
+    @classmethod
+    def of(cls, p: Passage) -> GuidancePassage:
+        return cls(id=str(p.id), title=p.title, section=p.section, text=p.text, source=p.source, url=p.url,
+                   year=p.year, score=float(p.score))
+
+    def citation(self) -> str:
+        return f"{self.title} — {self.section}. Source: {self.source}"
+
+
+class Findings(BaseModel):
+    patient_id: str
+    murmur: str = Field(description="Present, Unknown or Absent.")
+    probabilities: dict[str, float]
+    signal_quality: float = Field(description="Mean segmentation quality over the recordings.")
+    recordings: list[RecordingFindings]
+    features: dict[str, FeatureFinding]
+    warnings: list[str] = Field(default_factory=list)
+    guidance: list[GuidancePassage] = Field(default_factory=list)
+    disclaimer: str = DISCLAIMER
+
+    def compact(self) -> dict:
+        """The findings without per-interval segmentation: what a chat model needs to read."""
+        return self.model_dump(exclude={"recordings": {"__all__": {"segmentation": {"intervals"}}}, "guidance": True})

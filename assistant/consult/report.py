@@ -1,0 +1,62 @@
+"""Findings as Markdown: for the terminal, the app, and chat when no chat model is reachable.
+
+Everything here is a rendering of computed values and retrieved passages; nothing is generated.
+"""
+
+from __future__ import annotations
+
+from assistant.consult.findings import Findings, GuidancePassage
+from assistant.data.labels import MURMUR_CLASSES
+
+
+def _pct(p: float) -> str:
+    return f"{100 * p:.0f}%"
+
+
+def findings_markdown(f: Findings) -> str:
+    probs = ", ".join(f"{c} {_pct(f.probabilities.get(c, 0.0))}" for c in MURMUR_CLASSES)
+    lines = [f"**Murmur: {f.murmur}** ({probs}); signal quality {f.signal_quality:.2f} (0 poor, 1 clean)."]
+    lines.append("")
+    lines.append("| recording | site | heart rate | quality | cycles | P(murmur present) |")
+    lines.append("|---|---|---|---|---|---|")
+    for r in f.recordings:
+        s = r.segmentation
+        hr = f"{s.heart_rate:.0f} bpm" if s.heart_rate else "n/a"
+        present = _pct(r.murmur_probabilities["Present"]) if "Present" in r.murmur_probabilities else "n/a"
+        lines.append(f"| {r.id} | {r.site or '?'} | {hr} | {s.quality:.2f}{'' if s.reliable else ' (unreliable)'} "
+                     f"| {s.n_cycles} | {present} |")
+    described = [(name, ft) for name, ft in f.features.items() if ft.label]
+    if f.murmur == "Present" and described:
+        lines.append("")
+        lines.append("Murmur features (most likely value, probability):")
+        for name, ft in described:
+            p = ft.probabilities.get(ft.label, 0.0)
+            flag = " — low confidence" if ft.low_confidence else ""
+            lines.append(f"- {name.replace('_', ' ')}: {ft.label} ({_pct(p)}){flag}")
+    if f.warnings:
+        lines.append("")
+        lines += [f"- warning: {w}" for w in f.warnings]
+    return "\n".join(lines)
+
+
+def guidance_markdown(passages: list[GuidancePassage]) -> str:
+    if not passages:
+        return ""
+    # One paragraph per passage and per source: Markdown joins consecutive lines into one paragraph.
+    blocks = ["**Guidance**"]
+    for k, p in enumerate(passages, 1):
+        text = p.text if len(p.text) <= 600 else p.text[:600].rsplit(" ", 1)[0] + " …"
+        blocks.append(f"[{k}] {text}")
+    blocks.append("**Sources**")
+    blocks += [f"[{k}] {p.citation()}" + (f" <{p.url}>" if p.url else "") for k, p in enumerate(passages, 1)]
+    return "\n\n".join(blocks)
+
+
+def report_markdown(f: Findings, notice: str | None = None) -> str:
+    parts = [f"> {notice}"] if notice else []
+    parts.append(findings_markdown(f))
+    g = guidance_markdown(f.guidance)
+    if g:
+        parts.append(g)
+    parts.append(f"_{f.disclaimer}_")
+    return "\n\n".join(parts)

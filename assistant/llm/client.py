@@ -1,0 +1,98 @@
+"""Client of the served audio-LLM (`murmurscope serve llm`): one question about one recording.
+
+Speaks the OpenAI chat API that vLLM serves: the recording goes as an `input_audio` content part
+(base64 16 kHz WAV, at most the 30 s that Qwen2-Audio hears), the question as a text part, with the
+same system prompt and phrasings the model was fine-tuned on (`assistant.llm.prompts`).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+
+from assistant.data.audio import Recording
+from assistant.errors import MurmurScopeError
+from assistant.llm.prompts import SYSTEM_PROMPT, check_feature, parse_answer
+from assistant.llm.prompts import question as feature_question
+
+AUDIO_RATE = 16_000
+MAX_AUDIO_SECONDS = 30.0
+
+
+class AudioLLMError(MurmurScopeError):
+    """The audio-LLM server could not be reached or refused the request."""
+
+
+@dataclass(frozen=True)
+class AudioLLMConfig:
+    base_url: str
+    model: str = "murmurscope-audio"
+    api_key: str = "EMPTY"
+    timeout: float = 60.0
+
+    @classmethod
+    def from_env(cls, base_url: str | None = None, model: str | None = None) -> AudioLLMConfig | None:
+        """The served audio-LLM named by the arguments, else MURMURSCOPE_AUDIO_LLM_URL / _MODEL; None if neither."""
+        url = base_url or os.environ.get("MURMURSCOPE_AUDIO_LLM_URL")
+        if not url:
+            return None
+        return cls(base_url=url, model=model or os.environ.get("MURMURSCOPE_AUDIO_LLM_MODEL") or cls.model)
+
+
+@dataclass(frozen=True)
+class AudioLLMAnswer:
+    feature: str
+    question: str
+    raw: str
+    label: str  # a CirCor label of `feature`, "nan" for "no such murmur", or "unparseable"
+
+
+def wav_base64(recording: Recording) -> str:
+    """The first 30 s of `recording` as base64 16 kHz 16-bit WAV."""
+    rec = recording.resampled(AUDIO_RATE)
+    samples = np.clip(rec.samples[: int(MAX_AUDIO_SECONDS * AUDIO_RATE)], -1.0, 1.0)
+    buf = io.BytesIO()
+    sf.write(buf, samples, AUDIO_RATE, format="WAV", subtype="PCM_16")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def chat_messages(recording: Recording, question: str) -> list[dict]:
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {
+            "role": "user",
+            "content": [
+                {"type": "input_audio", "input_audio": {"data": wav_base64(recording), "format": "wav"}},
+                {"type": "text", "text": question},
+            ],
+        },
+    ]
+
+
+def ask(recording: Recording, question: str, config: AudioLLMConfig) -> str:
+    """The model's reply to a free-form `question` about `recording`."""
+    import openai
+
+    client = openai.OpenAI(base_url=config.base_url, api_key=config.api_key, timeout=config.timeout, max_retries=0)
+    try:
+        reply = client.chat.completions.create(
+            model=config.model, messages=chat_messages(recording, question), temperature=0.0, max_tokens=32
+        )
+    except openai.APIStatusError as e:
+        raise AudioLLMError(f"audio-LLM at {config.base_url} answered {e.status_code}: {e.message}") from None
+    except openai.APIError as e:
+        raise AudioLLMError(f"audio-LLM at {config.base_url} unreachable: {e}") from None
+    return reply.choices[0].message.content or ""
+
+
+def ask_feature(recording: Recording, feature: str, config: AudioLLMConfig) -> AudioLLMAnswer:
+    """Ask about one murmur feature ("murmur" for presence) and map the reply to a CirCor label."""
+    check_feature(feature)
+    q = feature_question(feature)
+    raw = ask(recording, q, config)
+    return AudioLLMAnswer(feature=feature, question=q, raw=raw, label=parse_answer(feature, raw))

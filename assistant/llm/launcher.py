@@ -1,0 +1,150 @@
+"""Start vLLM's OpenAI server on an exported audio-LLM and wait until it is healthy.
+
+The server runs in vLLM's own interpreter (`assistant/llm/vllm_entry.py`): on a CPU machine that is
+`.venv-vllm/bin/python` (`make setup-vllm`), on a GPU host the environment where `vllm` is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from assistant.errors import MurmurScopeError
+
+REPO_VLLM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
+LAUNCHER = Path(__file__).resolve().with_name("llm_server.py")
+
+
+class LLMServerError(MurmurScopeError):
+    pass
+
+
+def default_vllm_python() -> str:
+    """$MURMURSCOPE_VLLM_PYTHON, else the repo's .venv-vllm, else this interpreter (a GPU host with vllm)."""
+    if os.environ.get("MURMURSCOPE_VLLM_PYTHON"):
+        return os.environ["MURMURSCOPE_VLLM_PYTHON"]
+    return str(REPO_VLLM_PYTHON) if REPO_VLLM_PYTHON.exists() else sys.executable
+
+
+@dataclass(frozen=True)
+class LLMServerConfig:
+    model: Path
+    host: str = "127.0.0.1"
+    port: int = 8001
+    served_model_name: str | None = None
+    vllm_python: str = field(default_factory=default_vllm_python)
+    dtype: str = "auto"
+    max_model_len: int = 2048
+    enforce_eager: bool = True
+    tensor_parallel_size: int = 1
+    startup_timeout: float = 600.0
+    log_file: Path | None = None
+
+    @property
+    def name(self) -> str:
+        return self.served_model_name or Path(self.model).name
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        cmd = [
+            self.vllm_python, str(LAUNCHER),
+            "--model", str(self.model),
+            "--served-model-name", self.name,
+            "--host", self.host,
+            "--port", str(self.port),
+            "--dtype", self.dtype,
+            "--max-model-len", str(self.max_model_len),
+            # One 30 s clip per request is what the model was trained on.
+            "--limit-mm-per-prompt", '{"audio": 1}',
+            "--tensor-parallel-size", str(self.tensor_parallel_size),
+        ]
+        return cmd + (["--enforce-eager"] if self.enforce_eager else [])
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+class LLMServer:
+    """A running vLLM server process; a context manager that stops it on exit."""
+
+    def __init__(self, config: LLMServerConfig, process: subprocess.Popen, started: float):
+        self.config = config
+        self.process = process
+        self.started = started
+        self.ready_after: float | None = None
+
+    def wait_healthy(self) -> float:
+        """Block until GET /health answers 200; return seconds since start."""
+        url = f"http://{self.config.host}:{self.config.port}/health"
+        deadline = self.started + self.config.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise LLMServerError(f"vLLM exited with code {self.process.returncode} before it was ready"
+                                     + (f"; see {self.config.log_file}" if self.config.log_file else ""))
+            try:
+                if httpx.get(url, timeout=2.0).status_code == 200:
+                    self.ready_after = time.monotonic() - self.started
+                    return self.ready_after
+            except httpx.HTTPError:
+                pass
+            time.sleep(1.0)
+        self.stop()
+        raise LLMServerError(f"vLLM was not healthy within {self.config.startup_timeout:.0f} s")
+
+    def stop(self) -> None:
+        # vLLM forks an engine-core process; signalling the whole session's group stops it too, where
+        # terminating the launcher alone was seen to leave the engine (and its port) behind.
+        for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+            if not _group_alive(self.process.pid):
+                break
+            time.sleep(1.0)
+
+    def __enter__(self) -> LLMServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def start_llm_server(config: LLMServerConfig, wait: bool = True) -> LLMServer:
+    model = Path(config.model)
+    if not (model / "config.json").exists():
+        raise LLMServerError(f"{model}: not a model folder (no config.json); export one with `murmurscope finetune "
+                             "merge` or `finetune tiny-model`")
+    if not Path(config.vllm_python).exists():
+        raise LLMServerError(f"{config.vllm_python}: no such interpreter; run `make setup-vllm` (CPU) or install "
+                             "vllm and set MURMURSCOPE_VLLM_PYTHON")
+    log = open(config.log_file, "ab") if config.log_file else None  # noqa: SIM115 - the child holds it
+    process = subprocess.Popen(config.command(), stdout=log, stderr=subprocess.STDOUT if log else None,
+                               start_new_session=True)
+    server = LLMServer(config, process, time.monotonic())
+    if wait:
+        try:
+            server.wait_healthy()
+        except BaseException:
+            server.stop()
+            raise
+    return server

@@ -1,0 +1,285 @@
+"""The MurmurScope HTTP API (FastAPI): OpenAI-compatible chat completions whose agent runs the tools
+server-side, model listing, one-shot analysis of uploaded recordings, and a health check.
+
+Privacy: uploaded audio lives in a temporary folder only while it is decoded and is deleted right
+after; conversations are forgotten when the response ends; the log holds method, path, status and
+duration only (no client address, no file names, no content).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from assistant.consult.consultation import Consultation
+from assistant.consult.findings import Findings
+from assistant.data.audio import SITES, Recording, load_recording
+from assistant.data.uploads import anonymous, decode_upload
+from assistant.errors import AudioError, MurmurScopeError, NotAudioError
+from assistant.serve.protocol import (
+    AssistantMessage,
+    AudioURLPart,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatCompletionStreamResponse,
+    ChatMessage,
+    Choice,
+    DeltaMessage,
+    ErrorInfo,
+    ErrorResponse,
+    InputAudioPart,
+    ModelCard,
+    ModelList,
+    StreamChoice,
+    TextPart,
+)
+
+log = logging.getLogger("murmurscope.api")
+ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+               404: "not_found_error", 405: "invalid_request_error", 411: "invalid_request_error",
+               413: "invalid_request_error", 415: "invalid_request_error", 422: "invalid_request_error"}
+_DATA_URL = re.compile(r"^data:audio/(?P<fmt>[\w.+-]+)?(?:;[^,]*)?;base64,(?P<data>.*)$", re.DOTALL)
+OPEN_PATHS = ("/health",)
+
+
+@dataclass(frozen=True)
+class APIConfig:
+    """Mirrored by `murmurscope serve api` options."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: str | None = None
+    max_upload_mb: float = 25.0
+    allow_remote_audio: bool = False
+    allowed_local_audio_dir: Path | None = None
+    upload_dir: Path | None = None
+    model_name: str = "murmurscope"
+    max_recordings: int = 8
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param = status, message, param
+
+
+def error_response(status: int, message: str, param: str | None = None) -> JSONResponse:
+    body = ErrorResponse(error=ErrorInfo(message=message, type=ERROR_TYPES.get(status, "server_error"),
+                                         param=param, code=status))
+    return JSONResponse(body.model_dump(), status_code=status)
+
+
+def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> FastAPI:
+    app = FastAPI(title="MurmurScope API", version="0.1.0",
+                  description="Heart-murmur consultation: OpenAI-compatible chat with server-side tools, "
+                              "and analysis of uploaded phonocardiograms. Decision support, not a diagnosis.")
+    limit = int(config.max_upload_mb * 1024 * 1024)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        start = time.perf_counter()
+        if config.api_key and request.url.path not in OPEN_PATHS:
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), config.api_key.encode()):
+                return error_response(401, "invalid or missing API key (Authorization: Bearer ...)")
+        if request.method == "POST":
+            length = request.headers.get("content-length")
+            if length is None:
+                return error_response(411, "a Content-Length header is required")
+            if not length.isdigit() or int(length) > limit:
+                return error_response(413, f"request body over the {config.max_upload_mb:g} MB limit")
+        response = await call_next(request)
+        log.info("%s %s %d %.0f ms", request.method, request.url.path, response.status_code,
+                 1000 * (time.perf_counter() - start))
+        return response
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError):
+        return error_response(exc.status, exc.message, exc.param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        return error_response(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
+        param = ".".join(str(x) for x in first.get("loc", ())[1:]) or None
+        return error_response(400, f"{first['msg']}" + (f" ({param})" if param else ""), param)
+
+    @app.exception_handler(MurmurScopeError)
+    async def _user_error(request: Request, exc: MurmurScopeError):
+        return error_response(415 if isinstance(exc, NotAudioError) else 400, anonymous(str(exc)))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):
+        log.error("internal error %s on %s", type(exc).__name__, request.url.path)
+        return error_response(500, f"internal error ({type(exc).__name__})")
+
+    @app.get("/health")
+    def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/models", response_model=ModelList)
+    def models() -> ModelList:
+        return ModelList(data=[ModelCard(id=config.model_name)])
+
+    @app.post("/v1/analyze", response_model=Findings, responses={400: {"model": ErrorResponse}})
+    def analyze(files: list[UploadFile] = File(..., description="One recording per auscultation site."),
+                sites: list[str] | None = Form(None, description="The site of each file, in order.")) -> Findings:
+        if len(files) > config.max_recordings:
+            raise APIError(400, f"at most {config.max_recordings} recordings per request", "files")
+        if sites and len(sites) != len(files):
+            raise APIError(400, f"{len(sites)} sites for {len(files)} files: give one site per file", "sites")
+        recordings = []
+        for k, upload in enumerate(files):
+            site = sites[k] if sites else None
+            if site is not None and site not in SITES:
+                raise APIError(400, f"site {site!r} is not one of {', '.join(SITES)}", "sites")
+            suffix = Path(upload.filename or "").suffix.lower() or ".wav"
+            recordings.append(_decode(upload.file.read(), suffix, site, config, f"file {k + 1}"))
+        ids = [f"rec{k + 1}" for k in range(len(recordings))]
+        return consultation.analyzer.analyze(recordings, ids=ids)
+
+    @app.post("/v1/chat/completions", response_model=ChatCompletionResponse,
+              responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}})
+    def chat_completions(request: ChatCompletionRequest):
+        if request.model != config.model_name:
+            raise APIError(404, f"the model {request.model!r} does not exist; use {config.model_name!r}", "model")
+        conversation = consultation.new_conversation()
+        try:
+            history, text = _conversation(request.messages, conversation, consultation, config)
+        except Exception:
+            consultation.end(conversation)
+            raise
+        if not request.stream:
+            try:
+                reply = consultation.ask(conversation, text, history)
+            finally:
+                consultation.end(conversation)
+            return ChatCompletionResponse(model=config.model_name,
+                                          choices=[Choice(message=AssistantMessage(content=reply.text))])
+        return StreamingResponse(_sse(consultation, conversation, text, history, config.model_name),
+                                 media_type="text/event-stream")
+
+    return app
+
+
+def _sse(consultation: Consultation, conversation: str, text: str, history: list[BaseMessage],
+         model: str) -> Iterator[str]:
+    chunk_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def event(delta: DeltaMessage, finish: str | None = None) -> str:
+        body = ChatCompletionStreamResponse(id=chunk_id, created=created, model=model,
+                                            choices=[StreamChoice(delta=delta, finish_reason=finish)])
+        return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
+
+    try:
+        yield event(DeltaMessage(role="assistant", content=""))
+        for piece in consultation.stream(conversation, text, history):
+            yield event(DeltaMessage(content=piece))
+        yield event(DeltaMessage(), "stop")
+        yield "data: [DONE]\n\n"
+    finally:
+        consultation.end(conversation)
+
+
+def _conversation(messages: list[ChatMessage], conversation: str, consultation: Consultation,
+                  config: APIConfig) -> tuple[list[BaseMessage], str]:
+    """Attach the audio parts to the conversation; the history as LangChain messages and the last user text.
+
+    System and developer messages are not passed on: the consultation's own system prompt governs.
+    """
+    if messages[-1].role != "user":
+        raise APIError(400, "the last message must come from the user", "messages")
+    history: list[BaseMessage] = []
+    n_audio = 0
+    for i, msg in enumerate(messages):
+        parts = [TextPart(type="text", text=msg.content)] if isinstance(msg.content, str) else (msg.content or [])
+        texts = []
+        for part in parts:
+            if isinstance(part, TextPart):
+                texts.append(part.text)
+                continue
+            if msg.role != "user":
+                raise APIError(400, "audio is accepted in user messages only", f"messages.{i}.content")
+            n_audio += 1
+            if n_audio > config.max_recordings:
+                raise APIError(400, f"at most {config.max_recordings} recordings per conversation", "messages")
+            where = f"messages.{i}.content"
+            if isinstance(part, InputAudioPart):
+                data = _b64(part.input_audio.data, where)
+                rec = _decode(data, f".{part.input_audio.format}", part.input_audio.site, config, where)
+            else:
+                rec = _decode_url(part, config, where)
+            consultation.attach(conversation, rec)
+        text = "\n".join(t for t in texts if t)
+        if msg.role == "user":
+            history.append(HumanMessage(text))
+        elif msg.role == "assistant" and text:
+            history.append(AIMessage(text))
+    last = history.pop()
+    return history, last.content or "Please analyse the attached recordings."
+
+
+def _b64(data: str, where: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise APIError(400, "audio data is not valid base64", where) from None
+
+
+def _decode_url(part: AudioURLPart, config: APIConfig, where: str) -> Recording:
+    url = part.audio_url.url
+    m = _DATA_URL.match(url)
+    if m:
+        fmt = (m["fmt"] or "wav").replace("x-", "").replace("mpeg", "mp3")
+        return _decode(_b64(m["data"], where), f".{fmt}", None, config, where)
+    parsed = urlparse(url)
+    if parsed.scheme in ("http", "https"):
+        if not config.allow_remote_audio:
+            raise APIError(400, "remote audio URLs are disabled on this server; send the audio inline", where)
+        import httpx
+
+        limit = int(config.max_upload_mb * 1024 * 1024)
+        with httpx.stream("GET", url, timeout=30, follow_redirects=False) as r:
+            if r.status_code != 200:
+                raise APIError(400, f"fetching the audio URL returned HTTP {r.status_code}", where)
+            data = bytearray()
+            for chunk in r.iter_bytes():
+                data += chunk
+                if len(data) > limit:
+                    raise APIError(413, f"remote audio over the {config.max_upload_mb:g} MB limit", where)
+        return _decode(bytes(data), Path(parsed.path).suffix or ".wav", None, config, where)
+    if parsed.scheme == "file":
+        root = config.allowed_local_audio_dir
+        if root is None:
+            raise APIError(400, "file:// audio URLs are disabled on this server; send the audio inline", where)
+        path = Path(parsed.path).resolve()
+        if not path.is_relative_to(root.resolve()):
+            raise APIError(403, "file:// audio URLs must point inside the allowed folder", where)
+        return load_recording(path)
+    raise APIError(400, "audio_url must be a data:, http(s):// or file:// URL", where)
+
+
+def _decode(data: bytes, suffix: str, site: str | None, config: APIConfig, where: str) -> Recording:
+    try:
+        return decode_upload(data, suffix, site, config.upload_dir)
+    except AudioError as e:
+        status = 415 if isinstance(e, NotAudioError) else 400
+        raise APIError(status, f"{where}: {anonymous(str(e))}", where) from None

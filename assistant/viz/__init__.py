@@ -1,0 +1,4 @@
+"""Every figure a user sees (segmentation, spectrogram, murmur probabilities), drawn in one colour scheme.
+
+May import assistant.data and assistant.consult's findings.
+"""
