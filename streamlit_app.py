@@ -22,11 +22,9 @@ AUDIO_TYPES = ["wav", "flac", "ogg", "mp3"]
 
 @st.cache_resource(show_spinner="Loading the models…")
 def load_consultation():
-    from assistant.consult.agent import ChatModelConfig
     from assistant.consult.consultation import Consultation
-    from assistant.llm.client import AudioLLMConfig
 
-    return Consultation.load(ChatModelConfig.from_env(), AudioLLMConfig.from_env())
+    return Consultation.from_env()
 
 
 def report(error: Exception) -> None:

@@ -58,6 +58,11 @@ class Consultation:
         """The one wiring of a consultation that the CLI, the API server and the app share."""
         return cls(Analyzer.load(analysis), chat.chat_model(), audio_llm, chat_url=chat.base_url)
 
+    @classmethod
+    def from_env(cls) -> Consultation:
+        """The chat model and the audio-LLM named by the MURMURSCOPE_* variables (the app has no options)."""
+        return cls.load(ChatModelConfig.from_env(), AudioLLMConfig.from_env())
+
     @staticmethod
     def new_conversation() -> str:
         return uuid.uuid4().hex
