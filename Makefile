@@ -10,7 +10,7 @@ VLLM_VENV := .venv-vllm
 VLLM_PIP := $(VLLM_VENV)/bin/pip install --quiet --constraint constraints-vllm.txt
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: setup setup-vllm demo test test-fast clean
+.PHONY: setup setup-vllm system-packages lint demo test test-fast clean
 
 setup: $(STAMP)
 
@@ -43,7 +43,23 @@ $(VLLM_STAMP): constraints-vllm.txt requirements-vllm.txt
 	$(VLLM_VENV)/bin/python -c "import torch; assert torch.version.cuda is None, torch.__version__"
 	touch $(VLLM_STAMP)
 
-test: setup setup-vllm
+# Debian packages the suite drives: chromium for the browser test (through playwright, never
+# `playwright install`). Installed when we are root and apt exists, as on CI; elsewhere the tests that
+# need them skip and say why.
+DEBIAN_PACKAGES := chromium
+system-packages:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing Debian packages:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else echo "not root: tests needing$$missing will skip"; fi; \
+	fi
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup setup-vllm system-packages lint
 	$(BIN)/python -m pytest
 
 test-fast: setup
