@@ -5,6 +5,10 @@ class MurmurScopeError(Exception):
     """Base class: `str(err)` is a complete one-line message for the user."""
 
 
+class ConfigError(MurmurScopeError):
+    """A setting that cannot be used: a bad value, an unknown key or an unreadable --config file."""
+
+
 class AudioError(MurmurScopeError):
     """A recording that cannot be used."""
 

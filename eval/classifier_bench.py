@@ -1,8 +1,10 @@
-"""`murmurscope eval classifier`: the murmur model on the project's validation split.
+"""`murmurscope eval classifier`: the murmur model on the project's validation split, scored and timed.
 
-Prints the Challenge weighted accuracy and UAR with bootstrap intervals, per-feature scores
-against the majority-class baseline, and the inference time for one patient with four 20 s
-recordings; writes the numbers as JSON and the confusion matrix as a PNG.
+The scoring is `murmurscope eval run --predictor classifier` itself (eval/runner.py: the same predictions,
+cache, metrics and report), so both commands print the same numbers, intervals included. On top it times one
+patient with four 20 s recordings. OUT is the run folder (metrics.json, report.md, predictions.csv,
+confusion_murmur.png, ...) plus classifier_bench.json: the headline numbers, per-feature head scores and the
+timing. Running it again on the same OUT takes the predictions from the cache and scores them again.
 """
 
 from __future__ import annotations
@@ -10,65 +12,49 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from assistant.data.circor import Patient, read_folder
-from assistant.data.labels import FEATURES, MURMUR_CLASSES
-from assistant.data.split import SplitConfig, split_patients
-from eval.classifier_metrics import accuracy, bootstrap_ci, confusion, recalls, uar, weighted_accuracy
+from assistant.data.circor import Patient
+from assistant.data.labels import FEATURES
+from assistant.errors import MurmurScopeError
+from assistant.murmur.model import Decision
+from eval.metrics import BOOTSTRAP_SEED
+from eval.predictors import ClassifierPredictor
+from eval.runner import RunConfig, RunResult
+from eval.runner import run as run_eval
+
+BENCH_JSON = "classifier_bench.json"
 
 
 @dataclass(frozen=True)
 class ClassifierBenchConfig:
-    circor_root: Path
-    model: Path | None = None
-    out_dir: Path = Path("build/eval/classifier")
-    decision: str | None = None
-    bootstrap: int = 1000
-    seed: int = 0
-    timing_runs: int = 7
-    threads: int = 2
-    progress: bool = True
+    circor_root: Path = field(metadata={"help": "Labelled CirCor folder; its validation split is scored."})
+    model: Path | None = field(default=None, metadata={"help": "Model folder (default: the shipped weights)."})
+    out_dir: Path = field(default=Path("build/eval/classifier"),
+                          metadata={"help": "Run folder for the report, the confusion PNG and classifier_bench.json "
+                                            "(an existing run of the same model is resumed)."})
+    decision: Decision | None = field(default=None, metadata={
+        "help": "head or any_recording (default: the model's own)."})
+    bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples for the 95% intervals."})
+    seed: int = field(default=BOOTSTRAP_SEED, metadata={"help": "Bootstrap seed."})
+    timing_runs: int = field(default=7, metadata={"help": "Timed predictions of one patient (the median is kept)."})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads (the target is for 2)."})
+    workers: int = field(default=2, metadata={"help": "Patients predicted in parallel."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
-def _majority(values: list[str]) -> str | None:
-    return max(sorted(set(values)), key=values.count) if values else None
-
-
-def _feature_scores(train: list[Patient], val: list[Patient], preds: dict, config: ClassifierBenchConfig) -> dict:
-    """Per feature on validation patients whose label exists (truly Present): the head's argmax as if a
-    murmur had been called, so the numbers measure the feature head rather than the murmur call."""
-    out = {}
-    for name, vocab in FEATURES.items():
-        truth, pred = [], []
-        for p in val:
-            label = p.labels.feature(name)
-            fp = preds[p.patient_id].features.get(name)
-            if label is None or fp is None or not fp.probabilities:
-                continue
-            truth.append(label)
-            pred.append(max(fp.probabilities, key=fp.probabilities.get))
-        majority = _majority([v for p in train if (v := p.labels.feature(name)) is not None])
-        base = [majority] * len(truth)
-        n_train = next(iter(preds.values())).features[name].n_train if preds else 0
-
-        def feature_uar(t, q, vocab=vocab):
-            return uar(t, q, vocab)
-
-        out[name] = {
-            "n_val": len(truth), "n_train": n_train, "majority": majority,
-            "accuracy": accuracy(truth, pred), "accuracy_ci": bootstrap_ci(accuracy, truth, pred, config.bootstrap),
-            "uar": feature_uar(truth, pred), "uar_ci": bootstrap_ci(feature_uar, truth, pred, config.bootstrap),
-            "majority_accuracy": accuracy(truth, base), "majority_uar": feature_uar(truth, base),
-        }
-    return out
+def _timed_patient(patients: list[Patient]) -> Patient:
+    """The first patient with four recordings (the target's case), else the one with the most."""
+    if not patients:
+        raise MurmurScopeError("no validation patients to time")
+    return next((p for p in patients if len(p.recordings) >= 4), max(patients, key=lambda p: len(p.recordings)))
 
 
 def _time_patient(model, patient: Patient, runs: int) -> float:
-    """Median seconds for `predict_recordings` on four 20 s recordings (decoded, at CirCor's 4 kHz)."""
+    """Median seconds for `predict_recordings` on up to four 20 s recordings (decoded, at CirCor's 4 kHz)."""
     from assistant.data.audio import Recording
 
     recs = []
@@ -78,70 +64,55 @@ def _time_patient(model, patient: Patient, runs: int) -> float:
         recs.append(Recording(np.resize(r.samples, n), r.rate, r.site, patient.patient_id, r.source))
     model.predict_recordings(recs)  # warm-up
     times = []
-    for _ in range(runs):
+    for _ in range(max(1, runs)):
         t0 = time.perf_counter()
         model.predict_recordings(recs)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def plot_confusion(matrix: np.ndarray, title: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.6, 4))
-    norm = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(matrix.shape[0]):
-        for j in range(matrix.shape[1]):
-            ax.text(j, i, f"{matrix[i, j]}\n{norm[i, j]:.0%}", ha="center", va="center",
-                    color="white" if norm[i, j] > 0.6 else "black", fontsize=9)
-    ax.set_xticks(range(3), MURMUR_CLASSES)
-    ax.set_yticks(range(3), MURMUR_CLASSES)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+def summarize(result: RunResult, predictor: ClassifierPredictor, seconds: float, timed: Patient,
+              config: ClassifierBenchConfig) -> dict:
+    """The benchmark's numbers, all read from the run's metrics (nothing is scored here)."""
+    m = result.metrics["murmur"]
+    n_train = predictor.model.config.n_train
+    features = {}
+    # Absent only when some patient's recordings could not be read at all (run.errors names them).
+    heads = result.metrics.get("features_head", {})
+    for name in FEATURES if heads else ():
+        f = heads[name]
+        features[name] = {
+            "n_train": int(n_train.get(name, 0)), "n_val": f["n"], "majority": f["majority_baseline"]["label"],
+            "accuracy": f["accuracy"]["value"], "accuracy_ci": f["accuracy"]["ci95"],
+            "uar": f["uar"]["value"], "uar_ci": f["uar"]["ci95"],
+            "majority_accuracy": f["majority_baseline"]["accuracy"], "majority_uar": f["majority_baseline"]["uar"],
+        }
+    return {
+        "model": str(config.model or "shipped"), "decision": predictor.model.config.decision, "n_val": m["n"],
+        "weighted_accuracy": m["weighted_accuracy"]["value"], "weighted_accuracy_ci": m["weighted_accuracy"]["ci95"],
+        "uar": m["uar"]["value"], "uar_ci": m["uar"]["ci95"],
+        "accuracy": m["accuracy"]["value"], "accuracy_ci": m["accuracy"]["ci95"],
+        "recall": m["recall"], "confusion": m["confusion"],
+        "features": features,
+        "seconds_per_patient": seconds, "timed_patient": timed.patient_id,
+        "timed_recordings": min(4, len(timed.recordings)), "timing_runs": max(1, config.timing_runs),
+        "threads": config.threads,
+        "bootstrap_resamples": config.bootstrap, "bootstrap_seed": config.seed,
+        "predicted": result.predicted, "from_cache": result.resumed, "run": str(result.out),
+    }
 
 
 def run(config: ClassifierBenchConfig) -> dict:
     import torch
-    from tqdm.auto import tqdm
-
-    from assistant.murmur.model import MurmurModel
 
     torch.set_num_threads(config.threads)
-    patients = [p for p in read_folder(config.circor_root) if p.labels is not None]
-    split = split_patients(patients, SplitConfig())
-    val = [p for p in patients if p.patient_id in split.val]
-    train = [p for p in patients if p.patient_id not in split.val]
-    model = MurmurModel.load(config.model)
-    if config.decision is not None:
-        model.config = replace(model.config, decision=config.decision)
-    preds = {p.patient_id: model.predict_patient(p) for p in tqdm(val, desc="val patients",
-                                                                   disable=not config.progress)}
-    truth = [p.labels.murmur for p in val]
-    called = [preds[p.patient_id].murmur for p in val]
-    matrix = confusion(truth, called, MURMUR_CLASSES)
-    four = next(p for p in val if len(p.recordings) >= 4)
-    report = {
-        "model": str(config.model or "shipped"), "decision": model.config.decision, "n_val": len(val),
-        "weighted_accuracy": weighted_accuracy(truth, called),
-        "weighted_accuracy_ci": bootstrap_ci(weighted_accuracy, truth, called, config.bootstrap, config.seed),
-        "uar": uar(truth, called), "uar_ci": bootstrap_ci(uar, truth, called, config.bootstrap, config.seed),
-        "accuracy": accuracy(truth, called), "recall": recalls(truth, called, MURMUR_CLASSES),
-        "confusion": matrix.tolist(),
-        "features": _feature_scores(train, val, preds, config),
-        "seconds_per_patient": _time_patient(model, four, config.timing_runs),
-        "threads": config.threads,
-    }
-    config.out_dir.mkdir(parents=True, exist_ok=True)
-    (config.out_dir / "classifier_bench.json").write_text(json.dumps(report, indent=2) + "\n")
-    plot_confusion(matrix, f"murmur, validation split (n={len(val)}): W.acc {report['weighted_accuracy']:.3f}, "
-                   f"UAR {report['uar']:.3f}", config.out_dir / "confusion.png")
+    predictor = ClassifierPredictor(config.model, config.decision)
+    spec = "classifier" if config.model is None else f"classifier:{config.model}"
+    result = run_eval(RunConfig(config.circor_root, spec, config.out_dir, split="val", workers=config.workers,
+                                bootstrap=config.bootstrap, seed=config.seed, progress=config.progress), predictor)
+    patients = result.evalset.by_id()
+    timed = _timed_patient([patients[pid] for pid in result.evalset.selected])
+    seconds = _time_patient(predictor.model, timed, config.timing_runs)
+    report = summarize(result, predictor, seconds, timed, config)
+    (config.out_dir / BENCH_JSON).write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from assistant.cli.options import ConfigCommand, from_config
+
+if TYPE_CHECKING:
+    from eval.classifier_bench import ClassifierBenchConfig
+    from eval.consult_bench import ConsultBenchConfig
+    from eval.retrieval_bench import RetrievalBenchConfig
+    from eval.runner import RunConfig
+    from eval.segmenter_bench import SegmenterBenchConfig
 
 app = typer.Typer(help="Evaluate predictors and benchmark components.", no_args_is_help=True)
 
 
-@app.command()
+@app.command("retrieval", cls=ConfigCommand)
+@from_config(config="eval.retrieval_bench:RetrievalBenchConfig")
 def retrieval(
-    questions: Annotated[Path | None, typer.Option(help="Question file (JSONL) [default: eval/data/...].")] = None,
-    index: Annotated[Path | None, typer.Option(help="Index folder [default: the shipped index].")] = None,
-    k: Annotated[int, typer.Option("-k", "--k", help="Passages retrieved per question.")] = 5,
-    repeats: Annotated[int, typer.Option(help="Timed passes over the questions.")] = 3,
-    threads: Annotated[int | None, typer.Option(help="torch threads while timing [default: torch's].")] = None,
+    config: RetrievalBenchConfig,
     plot: Annotated[Path | None, typer.Option(help="Write a latency histogram PNG here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -25,10 +31,9 @@ def retrieval(
     from rich.console import Console
     from rich.table import Table
 
-    from eval.retrieval_bench import RetrievalBenchConfig, plot_latency, run
+    from eval.retrieval_bench import plot_latency, run
 
-    config = RetrievalBenchConfig(index_dir=index, k=k, repeats=max(1, repeats), threads=threads,
-                                  **({"questions": questions} if questions else {}))
+    k = config.k
     result = run(config, progress=not as_json)
     if plot:
         plot_latency(result, plot)
@@ -47,37 +52,21 @@ def retrieval(
         Console().print(f"[yellow]miss[/yellow] {miss['question']} -> {', '.join(miss['got'])}", highlight=False)
 
 
-@app.command("run")
+@app.command("run", cls=ConfigCommand)
+@from_config(config="eval.runner:RunConfig")
 def run_command(
-    circor_root: Annotated[Path, typer.Option("--circor-root", "--data-root",
-                                              help="A labelled CirCor-layout folder, or a PhysioNet 2016 folder "
-                                                   "(REFERENCE.csv).")],
-    predictor: Annotated[str, typer.Option(help="classifier, audio-llm, majority or csv:PATH.")],
-    out: Annotated[Path, typer.Option(help="Run folder (created; an existing one is only resumed, never "
-                                           "overwritten).")],
-    split: Annotated[str | None, typer.Option(help="val (CirCor default: the project split), train or all.")] = None,
-    endpoint: Annotated[str | None, typer.Option(help="audio-llm: OpenAI-compatible base URL, e.g. "
-                                                      "http://127.0.0.1:8000/v1.")] = None,
-    model: Annotated[str | None, typer.Option(help="audio-llm: served model name (default: the first served).")] = None,
-    workers: Annotated[int, typer.Option(help="Patients predicted in parallel.")] = 2,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 2022,
-    unknown_as: Annotated[str, typer.Option(help="PhysioNet 2016: how an Unknown murmur output is scored "
-                                                 "(abnormal or normal).")] = "abnormal",
+    config: RunConfig,
     batch_out: Annotated[Path | None, typer.Option(help="audio-llm: write a `vllm run-batch` input JSONL and "
                                                         "stop.")] = None,
     batch_in: Annotated[Path | None, typer.Option(help="audio-llm: score a `vllm run-batch` output JSONL instead "
                                                        "of calling the endpoint.")] = None,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Predict every patient (cached, resumable, parallel), score and write the report to --out."""
     from rich.console import Console
 
-    from eval.runner import RunConfig, run
+    from eval.runner import run
 
     console = Console()
-    config = RunConfig(circor_root, predictor, out, split, endpoint, model, workers, bootstrap, seed, unknown_as,
-                       progress)
     if batch_out is not None or batch_in is not None:
         from eval.batch import run_batch
 
@@ -85,7 +74,8 @@ def run_command(
         console.print(message)
         return
     result = run(config)
-    console.print(f"{result.predicted} patients predicted, {result.resumed} from the cache; report in {out}/report.md")
+    console.print(f"{result.predicted} patients predicted, {result.resumed} from the cache; "
+                  f"report in {config.out}/report.md")
     _print_headline(console, result.metrics)
 
 
@@ -136,32 +126,16 @@ def compare_command(
     console.print(table)
 
 
-@app.command("segmenter")
-def segmenter(
-    circor_root: Annotated[Path, typer.Option(help="CirCor root; the project split's validation patients are scored.")],
-    out: Annotated[Path, typer.Option(help="Folder for segmenter_bench.json and segmenter_bench.png.")] = Path(
-        "build/segmenter_bench"),
-    weights: Annotated[Optional[Path], typer.Option(help="Folder with segmenter weights (default: shipped).")] = None,
-    emission: Annotated[Optional[str], typer.Option(help="Override the emission model: neural or logistic.")] = None,
-    tolerance_s: Annotated[float, typer.Option(help="Match tolerance for S1/S2 centres (s).")] = 0.06,
-    speed_files: Annotated[int, typer.Option(help="Recordings timed for the speed figure.")] = 60,
-    one_core: Annotated[bool, typer.Option(help="Pin the process to one CPU core.")] = True,
-    max_recordings: Annotated[Optional[int], typer.Option(help="Score at most this many recordings.")] = None,
-    val_fraction: Annotated[float, typer.Option(help="The project split's validation fraction.")] = 0.15,
-    split_seed: Annotated[int, typer.Option(help="The project split's seed.")] = 2022,
-) -> None:
+@app.command("segmenter", cls=ConfigCommand)
+@from_config(config="eval.segmenter_bench:SegmenterBenchConfig")
+def segmenter(config: SegmenterBenchConfig) -> None:
     """S1/S2 F1 (±60 ms), heart-rate error and speed of the segmenter on the validation patients."""
-    from assistant.data.split import SplitConfig
-    from assistant.errors import MurmurScopeError
-    from eval.segmenter_bench import SegmenterBenchConfig, run
+    from eval.segmenter_bench import run
 
-    if emission not in (None, "neural", "logistic"):
-        raise MurmurScopeError(f"--emission must be neural or logistic, not {emission!r}")
-    s = run(SegmenterBenchConfig(circor_root, out, weights, emission, tolerance_s, speed_files, one_core,
-                                 max_recordings, SplitConfig(val_fraction=val_fraction, seed=split_seed)))
+    s = run(config)
     hr = s["hr_median_abs_error_bpm"]
     typer.echo(f"segmenter ({s['emission']}) on {s['recordings']} validation recordings of {s['patients']} patients")
-    typer.echo(f"S1 F1 {s['s1_f1']:.4f}  S2 F1 {s['s2_f1']:.4f}  (±{tolerance_s * 1000:.0f} ms, one-to-one)")
+    typer.echo(f"S1 F1 {s['s1_f1']:.4f}  S2 F1 {s['s2_f1']:.4f}  (±{config.tolerance_s * 1000:.0f} ms, one-to-one)")
     typer.echo(f"heart rate: median abs error {hr:.2f} bpm" if hr is not None else "heart rate: no estimates")
     typer.echo(f"unreliable (all states 0): {s['unreliable']} recordings")
     typer.echo(f"speed: {s['seconds_per_20s']:.4f} s per 20 s (median of {s['speed_files']} files, one core), "
@@ -169,23 +143,17 @@ def segmenter(
     typer.echo(f"wrote {s['plot']}")
 
 
-@app.command("consult-bench")
-def consult_bench(
-    runs: int = typer.Option(7, help="Timed analyze runs after warm-up."),
-    warmup: int = typer.Option(2, help="Untimed warm-up runs."),
-    concurrency: int = typer.Option(20, help="Concurrent /v1/analyze requests."),
-    duration: float = typer.Option(20.0, help="Seconds per recording (four recordings per patient)."),
-    threads: int = typer.Option(2, help="torch threads (the 2-core target)."),
-    out_dir: Path = typer.Option(Path("build/consult_bench"), help="Where the JSON and PNG go."),
-) -> None:
+@app.command("consult-bench", cls=ConfigCommand)
+@from_config(config="eval.consult_bench:ConsultBenchConfig")
+def consult_bench(config: ConsultBenchConfig) -> None:
     """Warm analyze latency per patient and API latency under concurrent /v1/analyze requests."""
     from rich.console import Console
     from rich.table import Table
 
-    from eval.consult_bench import ConsultBenchConfig, run
+    from eval.consult_bench import run
 
-    result = run(ConsultBenchConfig(runs=runs, warmup=warmup, concurrency=concurrency, duration=duration,
-                                    threads=threads, out_dir=out_dir))
+    result = run(config)
+    threads, out_dir = config.threads, config.out_dir
     table = Table(title=f"consultation benchmark ({threads} torch threads)")
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -199,24 +167,17 @@ def consult_bench(
     Console().print(f"wrote {out_dir / 'consult_bench.json'} and {out_dir / 'consult_bench.png'}")
 
 
-@app.command("classifier")
-def classifier(
-    circor_root: Annotated[Path, typer.Option(help="Labelled CirCor folder; its validation split is scored.")],
-    model: Annotated[Path | None, typer.Option(help="Model folder (default: the shipped weights).")] = None,
-    out_dir: Annotated[Path, typer.Option(help="Where the JSON and the confusion PNG go.")]
-    = Path("build/eval/classifier"),
-    decision: Annotated[str | None, typer.Option(help="head or niizumi (default: the model's own).")] = None,
-    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals.")] = 1000,
-    threads: Annotated[int, typer.Option(help="torch CPU threads (the target is for 2).")] = 2,
-) -> None:
+@app.command("classifier", cls=ConfigCommand)
+@from_config(config="eval.classifier_bench:ClassifierBenchConfig")
+def classifier(config: ClassifierBenchConfig) -> None:
     """Murmur weighted accuracy / UAR, per-feature scores and inference time on the validation split."""
     from rich.console import Console
     from rich.table import Table
 
-    from eval.classifier_bench import ClassifierBenchConfig, run
+    from eval.classifier_bench import run
 
-    r = run(ClassifierBenchConfig(circor_root=circor_root, model=model, out_dir=out_dir, decision=decision,
-                                  bootstrap=bootstrap, threads=threads))
+    r = run(config)
+    out_dir = config.out_dir
     console = Console(width=150)
 
     def ci(pair):
@@ -239,7 +200,8 @@ def classifier(
         f.add_row(name, str(s["n_train"]), str(s["n_val"]), f"{s['accuracy']:.3f}", f"{s['uar']:.3f}",
                   ci(s["uar_ci"]), f"{s['majority_uar']:.3f}", f"{s['majority_accuracy']:.3f}")
     console.print(f)
-    console.print(f"confusion matrix: {out_dir / 'confusion.png'}; numbers: {out_dir / 'classifier_bench.json'}")
+    console.print(f"confusion matrix: {out_dir / 'confusion_murmur.png'}; numbers: {out_dir / 'classifier_bench.json'}"
+                  f"; full report: {out_dir / 'report.md'}")
 
 
 @app.command("llm-bench")

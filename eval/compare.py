@@ -62,7 +62,14 @@ def paired_deltas(run_a: Path, run_b: Path, manifest: dict, metrics: dict, resam
 
     from assistant.data.labels import MURMUR_CLASSES
     from eval.datasets import load_eval_set
-    from eval.metrics import MURMUR_WEIGHTS, _codes, bootstrap_intervals, confusion_stats, enforce_murmur_output
+    from eval.metrics import (
+        BOOTSTRAP_SEED,
+        MURMUR_WEIGHTS,
+        bootstrap_ci,
+        class_codes,
+        confusion_stats,
+        enforce_murmur_output,
+    )
     from eval.runner import CACHE, read_cache
     from eval.scoring import to_binary
 
@@ -74,19 +81,19 @@ def paired_deltas(run_a: Path, run_b: Path, manifest: dict, metrics: dict, resam
     outs = [read_cache(run / CACHE, set(ids)) for run in (run_a, run_b)]
     if any(set(o) != set(ids) for o in outs):
         return {}
-    seed = metrics["run"].get("bootstrap_seed", 2022)
+    seed = metrics["run"].get("bootstrap_seed", BOOTSTRAP_SEED)
     if evalset.layout == "circor":
         by_id = evalset.by_id()
         classes, weights = MURMUR_CLASSES, np.array([MURMUR_WEIGHTS[c] for c in MURMUR_CLASSES])
-        t = _codes([by_id[i].labels.murmur for i in ids], classes)
-        pa, pb = (_codes([enforce_murmur_output(o[i].murmur) for i in ids], classes) for o in outs)
+        t = class_codes([by_id[i].labels.murmur for i in ids], classes)
+        pa, pb = (class_codes([enforce_murmur_output(o[i].murmur) for i in ids], classes) for o in outs)
         keys = {"weighted_accuracy": "murmur.weighted_accuracy", "uar": "murmur.uar", "accuracy": "murmur.accuracy",
                 "macro_f1": "murmur.macro_f1"}
     else:
         unknown_as = metrics["binary"]["unknown_as"]
         classes, weights = ("abnormal", "normal"), None
-        t = _codes([evalset.binary_truth[i] for i in ids], classes)
-        pa, pb = (_codes([to_binary(o[i].murmur, unknown_as) for i in ids], classes) for o in outs)
+        t = class_codes([evalset.binary_truth[i] for i in ids], classes)
+        pa, pb = (class_codes([to_binary(o[i].murmur, unknown_as) for i in ids], classes) for o in outs)
         keys = {"uar": "binary.uar"}
 
     def deltas(i):
@@ -94,4 +101,4 @@ def paired_deltas(run_a: Path, run_b: Path, manifest: dict, metrics: dict, resam
         b = confusion_stats(t[i], pb[i], len(classes), weights)
         return {keys[k]: b[k] - a[k] for k in keys}
 
-    return bootstrap_intervals(deltas, len(ids), resamples, seed)
+    return bootstrap_ci(deltas, len(ids), resamples, seed)

@@ -10,7 +10,7 @@ import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +19,15 @@ from tqdm import tqdm
 
 @dataclass(frozen=True)
 class ConsultBenchConfig:
-    """Mirrored by `murmurscope eval consult-bench` options."""
+    """What `murmurscope eval consult-bench` measures; its options are built from these fields."""
 
-    runs: int = 7
-    warmup: int = 2
-    concurrency: int = 20
-    duration: float = 20.0
-    threads: int = 2
-    seed: int = 11
-    out_dir: Path = Path("build/consult_bench")
+    runs: int = field(default=7, metadata={"help": "Timed analyze runs after warm-up."})
+    warmup: int = field(default=2, metadata={"help": "Untimed warm-up runs."})
+    concurrency: int = field(default=20, metadata={"help": "Concurrent /v1/analyze requests."})
+    duration: float = field(default=20.0, metadata={"help": "Seconds per recording (four recordings per patient)."})
+    threads: int = field(default=2, metadata={"help": "torch threads (the 2-core target)."})
+    seed: int = field(default=11, metadata={"help": "Seed of the synthetic patient."})
+    out_dir: Path = field(default=Path("build/consult_bench"), metadata={"help": "Where the JSON and PNG go."})
 
 
 @dataclass

@@ -1,10 +1,20 @@
-"""Scores of a run: the Challenge 2022 murmur metrics, per-feature scores and the PhysioNet 2016 binary view.
+"""Every score MurmurScope reports: the Challenge 2022 murmur metrics, per-feature scores, the PhysioNet 2016
+binary view, and their bootstrap intervals. `eval run`, `eval classifier`, `eval compare` and the classifier's
+training all score through this module.
 
-The weighted accuracy follows the official `evaluate_model.py` of the George B. Moody PhysioNet Challenge
-2022 exactly: an output with no valid class (or several) becomes Present (`enforce_positives`); the
-confusion matrix has outputs as rows and expert labels as columns; every cell of column j is weighted by
-the weight of the *true* class j (Present 5, Unknown 3, Absent 1); the score is trace(W*A) / sum(W*A).
-Everything else comes from scikit-learn.
+Conventions (one each):
+- Confusion matrices have the expert label (truth) as rows and the prediction as columns, in the order of the
+  class list given; an output outside the list (a missing answer) is counted in no column unless the list
+  names it (the features' NO_ANSWER).
+- The weighted accuracy is the George B. Moody PhysioNet Challenge 2022 murmur score of the official
+  `evaluate_model.py`: an output with no valid class (or several) becomes Present (`enforce_murmur_output`);
+  every correct patient earns the weight of its true class (Present 5, Unknown 3, Absent 1) and the score is
+  that sum over the weighted count of patients. The official code builds the transposed matrix (outputs as
+  rows, labels as columns) and weights each column by its label: trace(W*A) / sum(W*A) is the same number.
+- UAR is the mean recall over the classes that occur in the truth; macro F1 averages the classes seen in the
+  truth or among the valid predictions.
+- Intervals are percentile intervals over patients resampled with replacement (`bootstrap_ci`), seeded by
+  one `seed` (default BOOTSTRAP_SEED), all statistics of a call drawn on the same resamples.
 """
 
 from __future__ import annotations
@@ -14,12 +24,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import rankdata
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score, roc_auc_score
 
 from assistant.data.labels import MURMUR_CLASSES
 
 MURMUR_WEIGHTS = {"Present": 5.0, "Unknown": 3.0, "Absent": 1.0}
 NO_ANSWER = "(none)"  # how a missing or unparseable feature answer shows in confusion matrices
+BOOTSTRAP_SEED = 2022
 
 
 def enforce_murmur_output(label: str | None) -> str:
@@ -27,109 +37,30 @@ def enforce_murmur_output(label: str | None) -> str:
     return label if label in MURMUR_CLASSES else "Present"
 
 
-def challenge_confusion(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> np.ndarray:
-    """Rows are classifier outputs, columns expert labels (the official orientation)."""
-    index = {c: i for i, c in enumerate(classes)}
-    a = np.zeros((len(classes), len(classes)))
-    for t, p in zip(y_true, y_pred, strict=True):
-        a[index[p], index[t]] += 1
-    return a
-
-
-def weighted_accuracy(
-    y_true: Sequence[str],
-    y_pred: Sequence[str | None],
-    classes: Sequence[str] = MURMUR_CLASSES,
-    weights: dict[str, float] = MURMUR_WEIGHTS,
-) -> float:
-    """The Challenge 2022 murmur weighted accuracy, invalid outputs enforced to Present first."""
-    outputs = [enforce_murmur_output(p) for p in y_pred] if tuple(classes) == MURMUR_CLASSES else list(y_pred)
-    a = challenge_confusion(y_true, outputs, classes)
-    w = np.tile(np.array([weights[c] for c in classes]), (len(classes), 1))
-    total = float(np.sum(w * a))
-    return float(np.trace(w * a) / total) if total > 0 else float("nan")
-
-
-def class_recalls(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> dict[str, float]:
-    """Recall of each class that occurs in `y_true` (NaN for the others)."""
-    present = [c for c in classes if c in set(y_true)]
-    values = recall_score(y_true, y_pred, labels=present, average=None, zero_division=0) if present else []
-    out = {c: float("nan") for c in classes}
-    out.update({c: float(v) for c, v in zip(present, values)})
-    return out
-
-
-def uar(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> float:
-    """Unweighted average recall over the classes that occur in `y_true`."""
-    recalls = [v for v in class_recalls(y_true, y_pred, classes).values() if not np.isnan(v)]
-    return float(np.mean(recalls)) if recalls else float("nan")
-
-
-def macro_f1(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> float:
-    """Macro F1 over the classes seen in the truth or among the valid predictions.
-
-    A missing answer is still a miss for its true class, but is not a class of its own to average over.
-    """
-    seen = set(y_true) | set(y_pred)
-    labels = [c for c in classes if c in seen]
-    return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)) if labels else float("nan")
-
-
-def ovr_auroc(y_true: Sequence[str], scores: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
-    """One-vs-rest AUROC per class from per-class scores (columns in `classes` order); NaN where undefined."""
-    truth = np.asarray(y_true)
-    out = {}
-    for k, c in enumerate(classes):
-        positives = truth == c
-        out[c] = float(roc_auc_score(positives, scores[:, k])) if 0 < positives.sum() < len(truth) else float("nan")
-    return out
-
-
-def bootstrap_interval(
-    statistic: Callable[[np.ndarray], float], n: int, resamples: int = 1000, seed: int = 2022, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile interval of `statistic(indices)` over patient resamples with replacement."""
-    if n == 0 or resamples <= 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    values = np.array([statistic(rng.integers(0, n, n)) for _ in range(resamples)], dtype=float)
-    values = values[~np.isnan(values)]
-    if values.size == 0:
-        return float("nan"), float("nan")
-    tail = (1 - level) / 2 * 100
-    lo, hi = np.percentile(values, [tail, 100 - tail])
-    return float(lo), float(hi)
-
-
-def bootstrap_intervals(
-    statistics: Callable[[np.ndarray], dict[str, float]], n: int, resamples: int = 1000, seed: int = 2022,
-    level: float = 0.95,
-) -> dict[str, tuple[float, float]]:
-    """Like `bootstrap_interval`, for several statistics computed together on each resample."""
-    if n == 0 or resamples <= 0:
-        return {}
-    rng = np.random.default_rng(seed)
-    draws = [statistics(rng.integers(0, n, n)) for _ in range(resamples)]
-    tail = (1 - level) / 2 * 100
-    out = {}
-    for key in draws[0]:
-        values = np.array([d[key] for d in draws], dtype=float)
-        values = values[~np.isnan(values)]
-        out[key] = tuple(float(v) for v in np.percentile(values, [tail, 100 - tail])) if values.size else (
-            float("nan"), float("nan"))
-    return out
-
-
-def _codes(values: Sequence[str | None], classes: Sequence[str]) -> np.ndarray:
+def class_codes(values: Sequence[str | None], classes: Sequence[str]) -> np.ndarray:
     """Class indices; anything outside `classes` gets len(classes)."""
     index = {c: i for i, c in enumerate(classes)}
     return np.array([index.get(v, len(classes)) for v in values], dtype=int)
 
 
+def _counts(t: np.ndarray, p: np.ndarray, k: int) -> np.ndarray:
+    """(k, k + 1) counts from codes: rows truth, columns prediction, the last column outputs outside the classes."""
+    return np.bincount(t * (k + 1) + p, minlength=(k + 1) ** 2).reshape(k + 1, k + 1)[:k]
+
+
+def confusion_matrix(y_true: Sequence[str], y_pred: Sequence[str | None], classes: Sequence[str]) -> np.ndarray:
+    """Counts with rows = truth and columns = prediction, both in `classes` order."""
+    k = len(classes)
+    return _counts(class_codes(y_true, classes), class_codes(y_pred, classes), k)[:, :k]
+
+
 def confusion_stats(t: np.ndarray, p: np.ndarray, k: int, weights: np.ndarray | None = None) -> dict[str, float]:
-    """Accuracy, UAR, macro F1 (and weighted accuracy) from integer codes; the same definitions as the
-    scikit-learn based functions above, fast enough to run on every bootstrap resample."""
-    cm = np.bincount(t * (k + 1) + p, minlength=(k + 1) ** 2).reshape(k + 1, k + 1)[:k]  # rows true
+    """Accuracy, UAR, macro F1 (and, given per-class weights, the weighted accuracy) from class codes.
+
+    The one implementation of these scores: the named functions below call it, and so does every bootstrap
+    resample, where it is fast enough to run a thousand times.
+    """
+    cm = _counts(t, p, k)
     support = cm.sum(axis=1)
     tp = np.diag(cm[:, :k]).astype(float)
     predicted = cm[:, :k].sum(axis=0)
@@ -149,14 +80,86 @@ def confusion_stats(t: np.ndarray, p: np.ndarray, k: int, weights: np.ndarray | 
     return out
 
 
-def fast_auroc(positives: np.ndarray, scores: np.ndarray) -> float:
-    """Mann-Whitney AUROC with average ranks for ties (what roc_auc_score computes)."""
+def _stats(y_true: Sequence[str], y_pred: Sequence[str | None], classes: Sequence[str],
+           weights: np.ndarray | None = None) -> dict[str, float]:
+    return confusion_stats(class_codes(y_true, classes), class_codes(y_pred, classes), len(classes), weights)
+
+
+def weighted_accuracy(
+    y_true: Sequence[str],
+    y_pred: Sequence[str | None],
+    classes: Sequence[str] = MURMUR_CLASSES,
+    weights: dict[str, float] = MURMUR_WEIGHTS,
+) -> float:
+    """The Challenge 2022 murmur weighted accuracy, invalid outputs enforced to Present first."""
+    outputs = [enforce_murmur_output(p) for p in y_pred] if tuple(classes) == MURMUR_CLASSES else list(y_pred)
+    return _stats(y_true, outputs, classes, np.array([weights[c] for c in classes]))["weighted_accuracy"]
+
+
+def accuracy(y_true: Sequence[str], y_pred: Sequence[str | None], classes: Sequence[str] = MURMUR_CLASSES) -> float:
+    """Share of patients whose prediction equals the truth; an output outside `classes` is wrong."""
+    return _stats(y_true, y_pred, classes)["accuracy"]
+
+
+def uar(y_true: Sequence[str], y_pred: Sequence[str | None], classes: Sequence[str] = MURMUR_CLASSES) -> float:
+    """Unweighted average recall over the classes that occur in `y_true`."""
+    return _stats(y_true, y_pred, classes)["uar"]
+
+
+def macro_f1(y_true: Sequence[str], y_pred: Sequence[str | None], classes: Sequence[str] = MURMUR_CLASSES) -> float:
+    """Macro F1 over the classes seen in the truth or among the valid predictions.
+
+    A missing answer is still a miss for its true class, but is not a class of its own to average over.
+    """
+    return _stats(y_true, y_pred, classes)["macro_f1"]
+
+
+def class_recalls(y_true: Sequence[str], y_pred: Sequence[str | None], classes: Sequence[str]) -> dict[str, float]:
+    """Recall of each class that occurs in `y_true` (NaN for the others)."""
+    k = len(classes)
+    cm = _counts(class_codes(y_true, classes), class_codes(y_pred, classes), k)
+    support = cm.sum(axis=1)
+    return {c: float(cm[i, i] / support[i]) if support[i] else float("nan") for i, c in enumerate(classes)}
+
+
+def auroc_score(positives: np.ndarray, scores: np.ndarray) -> float:
+    """Mann-Whitney AUROC with average ranks for ties (scikit-learn's roc_auc_score); NaN with one class only."""
+    positives = np.asarray(positives, dtype=bool)
     n_pos = int(positives.sum())
     n_neg = len(positives) - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
     ranks = rankdata(scores)
     return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def ovr_auroc(y_true: Sequence[str], scores: np.ndarray, classes: Sequence[str]) -> dict[str, float]:
+    """One-vs-rest AUROC per class from per-class scores (columns in `classes` order); NaN where undefined."""
+    truth = np.asarray(y_true)
+    return {c: auroc_score(truth == c, scores[:, k]) for k, c in enumerate(classes)}
+
+
+def bootstrap_ci(
+    statistics: Callable[[np.ndarray], dict[str, float]], n: int, resamples: int = 1000,
+    seed: int = BOOTSTRAP_SEED, level: float = 0.95,
+) -> dict[str, tuple[float, float]]:
+    """Percentile intervals of `statistics(indices)` over `resamples` draws of n patients with replacement.
+
+    Every statistic is computed on the same draws; resamples where one is undefined (NaN) are left out of its
+    interval. Empty when there is nothing to resample.
+    """
+    if n == 0 or resamples <= 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    draws = [statistics(rng.integers(0, n, n)) for _ in range(resamples)]
+    tail = (1 - level) / 2 * 100
+    out = {}
+    for key in draws[0]:
+        values = np.array([d[key] for d in draws], dtype=float)
+        values = values[~np.isnan(values)]
+        out[key] = tuple(float(v) for v in np.percentile(values, [tail, 100 - tail])) if values.size else (
+            float("nan"), float("nan"))
+    return out
 
 
 @dataclass
@@ -228,38 +231,31 @@ def murmur_metrics(
     y_pred: Sequence[str | None],
     probs: np.ndarray | None = None,
     resamples: int = 1000,
-    seed: int = 2022,
+    seed: int = BOOTSTRAP_SEED,
 ) -> MurmurMetrics:
     """Challenge metrics of the murmur decision; `probs` columns follow MURMUR_CLASSES."""
     classes = MURMUR_CLASSES
     truth = np.asarray(y_true)
     outputs = np.asarray([enforce_murmur_output(p) for p in y_pred])
     n = len(truth)
-    points = {
-        "weighted_accuracy": weighted_accuracy(truth, outputs),
-        "accuracy": float(accuracy_score(truth, outputs)) if n else float("nan"),
-        "uar": uar(truth, outputs, classes),
-        "macro_f1": macro_f1(truth, outputs, classes),
-    }
     auroc = calibration = None
-    t, p = _codes(truth, classes), _codes(outputs, classes)
+    t, p = class_codes(truth, classes), class_codes(outputs, classes)
     w = np.array([MURMUR_WEIGHTS[c] for c in classes])
     has_probs = probs is not None and n and not np.isnan(probs).any()
     if has_probs:
         auroc = ovr_auroc(truth, probs, classes)
-        defined = [v for v in auroc.values() if not np.isnan(v)]
-        points["auroc_macro"] = float(np.mean(defined)) if defined else float("nan")
         calibration = calibration_bins(truth, probs, classes)
 
     def stats(i: np.ndarray) -> dict[str, float]:
         out = confusion_stats(t[i], p[i], len(classes), w)
         if has_probs:
-            values = [fast_auroc(t[i] == k, probs[i, k]) for k in range(len(classes))]
+            values = [auroc_score(t[i] == k, probs[i, k]) for k in range(len(classes))]
             values = [v for v in values if not np.isnan(v)]
             out["auroc_macro"] = float(np.mean(values)) if values else float("nan")
         return out
 
-    scored = _with_intervals(points, bootstrap_intervals(stats, n, resamples, seed))
+    # The point estimates are the statistics of the patients as they are: the same code as every resample.
+    scored = _with_intervals(stats(np.arange(n)), bootstrap_ci(stats, n, resamples, seed))
     return MurmurMetrics(
         n=n,
         n_invalid=sum(x not in classes for x in y_pred),
@@ -270,7 +266,7 @@ def murmur_metrics(
         recall=class_recalls(truth, outputs, classes),
         auroc=auroc,
         auroc_macro=scored.get("auroc_macro"),
-        confusion=confusion_matrix(truth, outputs, labels=list(classes)).tolist() if n else [],
+        confusion=confusion_matrix(truth, outputs, classes).tolist() if n else [],
         calibration=calibration,
     )
 
@@ -309,22 +305,20 @@ def feature_metrics(
     y_pred: Sequence[str | None],
     majority_label: str | None,
     resamples: int = 1000,
-    seed: int = 2022,
+    seed: int = BOOTSTRAP_SEED,
 ) -> FeatureMetrics:
     """Scores of one murmur feature; a missing or out-of-vocabulary answer counts as wrong."""
     truth = np.asarray(y_true, dtype=object)
     outputs = np.asarray([p if p in vocabulary else NO_ANSWER for p in y_pred], dtype=object)
     n = len(truth)
     labels = list(vocabulary) + ([NO_ANSWER] if (outputs == NO_ANSWER).any() else [])
-    majority = np.asarray([majority_label or NO_ANSWER] * n, dtype=object)
-    points = {
-        "accuracy": float(accuracy_score(truth, outputs)) if n else float("nan"),
-        "uar": uar(truth, outputs, vocabulary),
-        "macro_f1": macro_f1(truth, outputs, vocabulary),
-    }
-    t, p = _codes(truth, vocabulary), _codes(outputs, vocabulary)
-    scored = _with_intervals(points, bootstrap_intervals(
-        lambda i: confusion_stats(t[i], p[i], len(vocabulary)), n, resamples, seed))
+    majority = [majority_label or NO_ANSWER] * n
+    t, p = class_codes(truth, vocabulary), class_codes(outputs, vocabulary)
+
+    def stats(i: np.ndarray) -> dict[str, float]:
+        return confusion_stats(t[i], p[i], len(vocabulary))
+
+    scored = _with_intervals(stats(np.arange(n)), bootstrap_ci(stats, n, resamples, seed))
     return FeatureMetrics(
         feature=feature,
         n=n,
@@ -333,10 +327,10 @@ def feature_metrics(
         uar=scored["uar"],
         macro_f1=scored["macro_f1"],
         majority_label=majority_label,
-        majority_accuracy=float(accuracy_score(truth, majority)) if n else float("nan"),
-        majority_uar=uar(truth, majority, vocabulary) if n else float("nan"),
+        majority_accuracy=accuracy(truth, majority, vocabulary),
+        majority_uar=uar(truth, majority, vocabulary),
         labels=labels,
-        confusion=confusion_matrix(truth, outputs, labels=labels).tolist() if n else [],
+        confusion=confusion_matrix(truth, outputs, labels).tolist() if n else [],
     )
 
 
@@ -370,7 +364,7 @@ def binary_metrics(
     scores: np.ndarray | None = None,
     unknown_outputs: int = 0,
     resamples: int = 1000,
-    seed: int = 2022,
+    seed: int = BOOTSTRAP_SEED,
 ) -> BinaryMetrics:
     """UAR, sensitivity and specificity of abnormal/normal decisions; `scores` are P(abnormal)."""
     classes = ("abnormal", "normal")
@@ -378,11 +372,8 @@ def binary_metrics(
     n = len(truth)
     auroc = None
     if scores is not None and n and not np.isnan(scores).any() and 0 < (truth == "abnormal").sum() < n:
-        auroc = float(roc_auc_score(truth == "abnormal", scores))
-    recalls = class_recalls(truth, outputs, classes)
-    points = {"uar": uar(truth, outputs, classes), "sensitivity": recalls["abnormal"],
-              "specificity": recalls["normal"]}
-    t, p = _codes(truth, classes), _codes(outputs, classes)
+        auroc = auroc_score(truth == "abnormal", scores)
+    t, p = class_codes(truth, classes), class_codes(outputs, classes)
 
     def stats(i: np.ndarray) -> dict[str, float]:
         ti, pi = t[i], p[i]
@@ -390,13 +381,13 @@ def binary_metrics(
         spec = float((pi[ti == 1] == 1).mean()) if (ti == 1).any() else float("nan")
         return {"uar": confusion_stats(ti, pi, 2)["uar"], "sensitivity": sens, "specificity": spec}
 
-    scored = _with_intervals(points, bootstrap_intervals(stats, n, resamples, seed))
+    scored = _with_intervals(stats(np.arange(n)), bootstrap_ci(stats, n, resamples, seed))
     return BinaryMetrics(
         n=n,
         uar=scored["uar"],
         sensitivity=scored["sensitivity"],
         specificity=scored["specificity"],
         auroc=auroc,
-        confusion=confusion_matrix(truth, outputs, labels=list(classes)).tolist() if n else [],
+        confusion=confusion_matrix(truth, outputs, classes).tolist() if n else [],
         unknown_outputs=unknown_outputs,
     )

@@ -10,7 +10,7 @@ import csv
 import hashlib
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -93,7 +93,6 @@ class MajorityPredictor:
             self.features = {name: _most_common((lab.feature(name) for lab in present), vocab)
                              for name, vocab in FEATURES.items()}
         self.murmur = max(MURMUR_CLASSES, key=lambda c: self.probabilities[c])
-        self.n_fit = len(fit_patients)
 
     def fingerprint(self) -> dict:
         return {"predictor": "majority", "murmur": self.murmur, "features": self.features}
@@ -156,17 +155,24 @@ class ClassifierPredictor:
 
     name = "classifier"
 
-    def __init__(self, folder: Path | None = None):
-        from assistant.murmur.model import WEIGHTS_DIR, MurmurModel
+    def __init__(self, folder: Path | None = None, decision: str | None = None):
+        from assistant.murmur.model import DECISIONS, WEIGHTS_DIR, MurmurModel
 
+        if decision is not None and decision not in DECISIONS:
+            raise PredictorError(f"--decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
         self.folder = Path(folder) if folder is not None else WEIGHTS_DIR
         self.model = MurmurModel.load(folder)
+        # An override of the model's own rule is part of what the run's cache depends on.
+        self.decision = decision if decision != self.model.config.decision else None
+        if self.decision is not None:
+            self.model.config = replace(self.model.config, decision=self.decision)
 
     def fingerprint(self) -> dict:
         digest = hashlib.sha256()
         for f in sorted(self.folder.glob("murmur*")):
             digest.update(f.name.encode() + f.read_bytes())
-        return {"predictor": "classifier", "weights_sha256": digest.hexdigest()}
+        return {"predictor": "classifier", "weights_sha256": digest.hexdigest()} | (
+            {"decision": self.decision} if self.decision is not None else {})
 
     def predict(self, patient: Patient) -> PatientOutput:
         pred = self.model.predict_patient(patient)

@@ -13,21 +13,28 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from assistant.errors import KnowledgeError
+from assistant.errors import ConfigError, KnowledgeError
 
 QUESTIONS = Path(__file__).resolve().parent / "data" / "retrieval_questions.jsonl"
 
 
 @dataclass(frozen=True)
 class RetrievalBenchConfig:
-    """What `murmurscope eval retrieval` measures; the CLI options mirror these fields."""
+    """What `murmurscope eval retrieval` measures; its options are built from these fields."""
 
-    questions: Path = QUESTIONS
-    index_dir: Path | None = None  # None: the shipped index
-    k: int = 5
-    warmup: int = 5  # untimed queries first: the first calls pay for lazy initialisation
-    repeats: int = 3  # timed passes over the question set, for a stable p99
-    threads: int | None = None  # torch intra-op threads while timing; None leaves torch's default
+    questions: Path = field(default=QUESTIONS, metadata={"help": "Question file (JSONL)."})
+    index_dir: Path | None = field(default=None, metadata={
+        "help": "Index folder [default: the shipped index].", "name": "index"})
+    k: int = field(default=5, metadata={"help": "Passages retrieved per question.", "aliases": ("-k",)})
+    # Untimed queries first: the first calls pay for lazy initialisation.
+    warmup: int = field(default=5, metadata={"help": "Untimed queries before timing."})
+    repeats: int = field(default=3, metadata={"help": "Timed passes over the questions (for a stable p99)."})
+    threads: int | None = field(default=None, metadata={
+        "help": "torch intra-op threads while timing [default: torch's]."})
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ConfigError(f"--repeats must be at least 1, not {self.repeats}")
 
 
 @dataclass(frozen=True)

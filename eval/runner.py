@@ -30,19 +30,23 @@ class RunExistsError(MurmurScopeError):
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Mirrors `murmurscope eval run`'s options."""
+    """What `murmurscope eval run` does; its options are built from these fields."""
 
-    data_root: Path
-    predictor: str
-    out: Path
-    split: str | None = None
-    endpoint: str | None = None
-    model: str | None = None
-    workers: int = 2
-    bootstrap: int = 1000
-    seed: int = 2022
-    unknown_as: str = "abnormal"
-    progress: bool = True
+    data_root: Path = field(metadata={"help": "A labelled CirCor-layout folder, or a PhysioNet 2016 folder "
+                                              "(REFERENCE.csv).", "aliases": ("--circor-root",)})
+    predictor: str = field(metadata={"help": "classifier, audio-llm, majority or csv:PATH."})
+    out: Path = field(metadata={"help": "Run folder (created; an existing one is only resumed, never overwritten)."})
+    split: str | None = field(default=None, metadata={"help": "val (CirCor default: the project split), train or all."})
+    endpoint: str | None = field(default=None, metadata={
+        "help": "audio-llm: OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1."})
+    model: str | None = field(default=None, metadata={
+        "help": "audio-llm: served model name (default: the first served)."})
+    workers: int = field(default=2, metadata={"help": "Patients predicted in parallel."})
+    bootstrap: int = field(default=1000, metadata={"help": "Bootstrap resamples for the 95% intervals."})
+    seed: int = field(default=2022, metadata={"help": "Bootstrap seed."})
+    unknown_as: str = field(default="abnormal", metadata={
+        "help": "PhysioNet 2016: how an Unknown murmur output is scored (abnormal or normal)."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
 
 @dataclass

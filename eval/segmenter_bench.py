@@ -22,18 +22,21 @@ from assistant.data.circor import RecordingRef, read_folder
 from assistant.data.segmentation import Segmentation, State
 from assistant.data.split import SplitConfig, split_patients
 from assistant.errors import DatasetError
+from assistant.segment.segmenter import Emission
 
 
 @dataclass
 class SegmenterBenchConfig:
-    circor_root: Path
-    out: Path = Path("build/segmenter_bench")
-    weights: Path | None = None
-    emission: str | None = None
-    tolerance_s: float = 0.06
-    speed_files: int = 60
-    one_core: bool = True
-    max_recordings: int | None = None
+    circor_root: Path = field(metadata={"help": "CirCor root; the project split's validation patients are scored."})
+    out: Path = field(default=Path("build/segmenter_bench"), metadata={
+        "help": "Folder for segmenter_bench.json and segmenter_bench.png."})
+    weights: Path | None = field(default=None, metadata={"help": "Folder with segmenter weights (default: shipped)."})
+    emission: Emission | None = field(default=None, metadata={
+        "help": "Override the emission model: neural or logistic."})
+    tolerance_s: float = field(default=0.06, metadata={"help": "Match tolerance for S1/S2 centres (s)."})
+    speed_files: int = field(default=60, metadata={"help": "Recordings timed for the speed figure."})
+    one_core: bool = field(default=True, metadata={"help": "Pin the process to one CPU core."})
+    max_recordings: int | None = field(default=None, metadata={"help": "Score at most this many recordings."})
     split: SplitConfig = field(default_factory=SplitConfig)
 
 

@@ -24,6 +24,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from tqdm.auto import tqdm
 from assistant.data.circor import Patient, read_folder
 from assistant.data.labels import FEATURES, MURMUR_CLASSES
 from assistant.data.split import SplitConfig, split_patients
-from assistant.errors import MurmurScopeError
+from assistant.errors import ConfigError, MurmurScopeError
 from assistant.murmur.cycle_features import CycleConfig, cycle_vector
 from assistant.murmur.encoders import CNNConfig, CNNEncoder, Encoder
 from assistant.murmur.heads import TOKENS, HeadConfig
@@ -42,11 +43,11 @@ from assistant.murmur.model import (
     FEATURE_INPUTS,
     MurmurConfig,
     MurmurModel,
-    niizumi_rule,
+    any_recording_rule,
     standardise_cycles,
     token_index,
 )
-from eval.classifier_metrics import uar, weighted_accuracy
+from eval.metrics import uar, weighted_accuracy
 from finetune.losses import LossConfig, head_loss, spec_augment_tokens
 
 FRAMES_PER_EMBEDDING = 8  # CNNEncoder pools time by 2 three times
@@ -54,43 +55,58 @@ FRAMES_PER_EMBEDDING = 8  # CNNEncoder pools time by 2 three times
 
 @dataclass
 class ClassifierTrainConfig:
-    circor_root: Path
-    out: Path
-    cache_dir: Path = Path("build/classifier")
-    seed: int = 0
-    encoder: str = "cnn"
-    m2d_checkpoint: Path | None = None
-    crop_seconds: float = 3.0
-    crops_per_recording: int = 2
-    encoder_epochs: int = 30
-    encoder_patience: int = 6
-    batch_size: int = 32
-    lr: float = 2e-3
-    head_epochs: int = 200
-    head_patience: int = 40
-    head_lr: float = 3e-4
-    views: int = 8
-    view_seconds: float = 8.0
-    feature_epochs: int = 300
-    feature_epoch_candidates: tuple[int, ...] = (25, 50, 100, 200, 300)
-    feature_folds: int = 5
-    feature_hidden: int = 64
-    feature_lr: float = 3e-3
-    feature_inputs: tuple[str, ...] = FEATURE_INPUTS
+    circor_root: Path = field(metadata={"help": "Labelled CirCor folder (e.g. ../shared/circor-dev)."})
+    out: Path = field(metadata={"help": "Folder for murmur.json, murmur.safetensors and training.json."})
+    cache_dir: Path = field(default=Path("build/classifier"), metadata={
+        "help": "Where log-mels are cached between runs."})
+    seed: int = field(default=0, metadata={"help": "Random seed (member k uses seed + k)."})
+    encoder: Literal["cnn", "m2d"] = field(default="cnn", metadata={
+        "help": "cnn (trained here) or m2d (frozen; needs --m2d-checkpoint)."})
+    m2d_checkpoint: Path | None = field(default=None, metadata={"help": "Official M2D checkpoint file (.pth)."})
+    crop_seconds: float = field(default=3.0, metadata={"help": "Length of each CNN training crop (s)."})
+    crops_per_recording: int = field(default=2, metadata={"help": "Crops drawn from each recording per CNN epoch."})
+    encoder_epochs: int = field(default=30, metadata={"help": "Max CNN epochs (early stopping on val loss)."})
+    encoder_patience: int = field(default=6, metadata={"help": "CNN epochs without a better val loss before stopping."})
+    batch_size: int = field(default=32, metadata={"help": "CNN crops per step."})
+    lr: float = field(default=2e-3, metadata={"help": "CNN encoder learning rate (AdamW)."})
+    head_epochs: int = field(default=200, metadata={
+        "help": "Max head epochs (early stopping on val weighted accuracy)."})
+    head_patience: int = field(default=40, metadata={
+        "help": "Head epochs without a better val weighted accuracy before stopping."})
+    head_lr: float = field(default=3e-4, metadata={"help": "Multi-site head learning rate (AdamW)."})
+    views: int = field(default=8, metadata={
+        "help": "Random sub-clip embeddings per recording (augmentation for the head)."})
+    view_seconds: float = field(default=8.0, metadata={"help": "Length of each sub-clip view (s)."})
+    feature_epochs: int = field(default=300, metadata={"help": "Feature-head epochs (full batch)."})
+    feature_epoch_candidates: tuple[int, ...] = field(default=(25, 50, 100, 200, 300), metadata={
+        "help": "Feature-head epoch counts compared by cross-validation (comma-separated)."})
+    feature_folds: int = field(default=5, metadata={
+        "help": "Cross-validation folds choosing the feature heads' input and epochs."})
+    feature_hidden: int = field(default=64, metadata={"help": "Hidden width of the feature heads."})
+    feature_lr: float = field(default=3e-3, metadata={"help": "Feature-head learning rate (AdamW)."})
+    feature_inputs: tuple[str, ...] = field(default=FEATURE_INPUTS, metadata={
+        "help": "Feature-head inputs compared: embedding, cycle, both (comma-separated)."})
     cycle: CycleConfig = field(default_factory=CycleConfig)
     # An ensemble of independently seeded members (Lakshminarayanan et al., 2017): one head stopped early
     # on 92 validation patients is a noisy draw; the mean of five is steadier. Fixed up front, not tuned.
-    members: int = 5
+    members: int = field(default=5, metadata={"help": "Ensemble members, each from its own seed."})
     # Share of the training patients each member keeps out of its encoder and trains its head on, so the
     # head sees embeddings as unseen patients will give them (split-sample stacking); 0 = both see all.
-    head_fraction: float = 0.5
-    workers: int = 2
-    threads: int = 1
-    progress: bool = True
+    head_fraction: float = field(default=0.5, metadata={
+        "help": "Share of training patients each member keeps out of its encoder for its head (0 = none)."})
+    workers: int = field(default=2, metadata={"help": "Processes training members in parallel."})
+    threads: int = field(default=1, metadata={"help": "torch CPU threads per process (1 is fastest on 2 cores)."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
     cnn: CNNConfig = field(default_factory=CNNConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+
+    def __post_init__(self) -> None:
+        if self.members < 1:
+            raise ConfigError(f"--members must be at least 1, not {self.members}")
+        if not 0.0 <= self.head_fraction < 1.0:
+            raise ConfigError(f"--head-fraction must lie in [0, 1), not {self.head_fraction}")
 
 
 @dataclass
@@ -207,7 +223,7 @@ def _patient_calls(items: list[Item], probs: list[np.ndarray]) -> dict[str, str]
     by_patient: dict[str, list[dict[str, float]]] = {}
     for it, p in zip(items, probs):
         by_patient.setdefault(it.patient_id, []).append(dict(zip(MURMUR_CLASSES, p.tolist())))
-    return {pid: niizumi_rule(ps)[0] for pid, ps in by_patient.items()}
+    return {pid: any_recording_rule(ps)[0] for pid, ps in by_patient.items()}
 
 
 def stage_patients(data: Data, config: ClassifierTrainConfig) -> tuple[set[str], set[str]]:
@@ -261,8 +277,8 @@ def train_encoder(data: Data, mels: list[np.ndarray | None], config: ClassifierT
         calls = _patient_calls([data.items[i] for i in val], list(logits.softmax(-1).numpy()))
         truth = [labels[pid] for pid in calls]
         wa, ur = weighted_accuracy(truth, list(calls.values())), uar(truth, list(calls.values()))
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_loss": val_loss, "val_wa_niizumi": wa,
-                        "val_uar_niizumi": ur})
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), "val_loss": val_loss,
+                        "val_wa_any_recording": wa, "val_uar_any_recording": ur})
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_loss=f"{val_loss:.3f}", wa=f"{wa:.3f}")
         # The encoder stops on the class-weighted validation loss: the patient-level weighted accuracy
         # of a recording classifier swings with a few threshold crossings and stopped training too early.
@@ -638,10 +654,6 @@ def train_classifier(config: ClassifierTrainConfig) -> dict:
     from assistant.murmur.model import ensemble_logits
 
     c = config
-    if c.members < 1:
-        raise MurmurScopeError(f"--members must be at least 1, not {c.members}")
-    if not 0.0 <= c.head_fraction < 1.0:
-        raise MurmurScopeError(f"--head-fraction must lie in [0, 1), not {c.head_fraction}")
     torch.set_num_threads(c.threads)
     torch.manual_seed(c.seed)
     started = time.perf_counter()

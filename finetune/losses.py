@@ -3,7 +3,7 @@ on site tokens. Only training uses them, so they live here and not beside the he
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -12,10 +12,10 @@ from assistant.murmur.heads import HeadOutput
 
 @dataclass(frozen=True)
 class LossConfig:
-    gamma: float = 1.5
-    smoothing: float = 0.1
-    alpha: float = 0.7
-    recording_weight: float = 0.5
+    gamma: float = field(default=1.5, metadata={"help": "Focal-loss focusing exponent."})
+    smoothing: float = field(default=0.1, metadata={"help": "Label smoothing of the focal loss."})
+    alpha: float = field(default=0.7, metadata={"help": "Weight of the focal loss against the distillation loss."})
+    recording_weight: float = field(default=0.5, metadata={"help": "Weight of the per-site (recording) focal loss."})
 
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from tqdm import tqdm
 from assistant.data.audio import Recording, write_recording
 from assistant.data.circor import Patient, RecordingRef, read_folder
 from assistant.data.labels import FEATURES
-from assistant.data.segmentation import Segmentation, State
+from assistant.data.segmentation import Segmentation, complete_cycles
 from assistant.data.split import SplitConfig, split_patients
 from assistant.errors import DatasetError
 from assistant.llm.prompts import PHRASINGS, PRESENCE, answer
@@ -44,14 +44,15 @@ MAX_CYCLE_SECONDS = 3.0
 
 @dataclass(frozen=True)
 class QAConfig:
-    circor_root: Path
-    out: Path
-    max_clip_seconds: float = 30.0
-    clips_per_recording: int = 1
-    max_patients: int | None = None
-    seed: int = 0
-    val_fraction: float = SplitConfig.val_fraction
-    split_seed: int = SplitConfig.seed
+    circor_root: Path = field(metadata={"help": "CirCor root (training layout: labels and .tsv)."})
+    out: Path = field(metadata={"help": "Folder to write (must not hold a Q&A set)."})
+    max_clip_seconds: float = field(default=30.0, metadata={"help": "Longest clip (whole cycles), at most 30 s."})
+    clips_per_recording: int = field(default=1, metadata={"help": "Clips cut from each recording (longest first)."})
+    max_patients: int | None = field(default=None, metadata={"help": "Use only this many patients (smoke runs)."})
+    seed: int = field(default=0, metadata={"help": "Seed for question phrasings and negative questions."})
+    val_fraction: float = field(default=SplitConfig.val_fraction, metadata={
+        "help": "The project split's validation fraction."})
+    split_seed: int = field(default=SplitConfig.seed, metadata={"help": "The project split's seed."})
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,8 @@ class QASummary:
 
 
 def annotation_cycles(seg: Segmentation) -> list[tuple[float, float]]:
-    """Heart cycles (S1 onset to the next S1 onset) from an annotation, skipping annotation holes."""
-    onsets = [iv.start for iv in seg.of(State.S1)]
-    return [(a, b) for a, b in zip(onsets, onsets[1:]) if 0.0 < b - a <= MAX_CYCLE_SECONDS]
+    """The annotation's complete heart cycles (S1 onset to the next S1 onset), at most MAX_CYCLE_SECONDS each."""
+    return [(c.start, c.end) for c in complete_cycles(seg) if c.end - c.start <= MAX_CYCLE_SECONDS]
 
 
 def recording_cycles(ref: RecordingRef, recording: Recording) -> tuple[list[tuple[float, float]], str]:

@@ -17,31 +17,32 @@ import numpy as np
 from tqdm import tqdm
 
 from assistant.data.circor import RecordingRef, read_folder
-from assistant.data.segmentation import Segmentation, State
+from assistant.data.segmentation import Segmentation, complete_cycles
 from assistant.data.split import SplitConfig, split_patients
 from assistant.errors import DatasetError
 from assistant.segment.envelopes import FRAME_RATE, N_ENVELOPES, EnvelopeConfig, frame_features
 from assistant.segment.hsmm import DurationModel
+from assistant.segment.segmenter import Emission
 
 
 @dataclass
 class SegmenterTrainConfig:
-    circor_root: Path
-    out: Path
-    seed: int = 0
-    epochs: int = 40
-    batch_size: int = 32
-    crop_seconds: float = 8.0
-    learning_rate: float = 3e-3
-    weight_decay: float = 1e-4
-    channels: int = 48
-    levels: int = 7
-    emission: str = "neural"
-    max_recordings: int | None = None
-    non_heart: int = 300
-    synthetic: int = 200
-    workers: int = 2
-    threads: int = 1
+    circor_root: Path = field(metadata={"help": "CirCor root with .tsv annotations (training split only)."})
+    out: Path = field(metadata={"help": "Folder for segmenter.safetensors, segmenter.json and the loss plot."})
+    seed: int = field(default=0, metadata={"help": "Random seed."})
+    epochs: int = field(default=40, metadata={"help": "Passes over the training recordings."})
+    batch_size: int = field(default=32, metadata={"help": "Crops per step."})
+    crop_seconds: float = field(default=8.0, metadata={"help": "Length of each training crop."})
+    learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate (one-cycle schedule)."})
+    weight_decay: float = field(default=1e-4, metadata={"help": "AdamW weight decay."})
+    channels: int = field(default=48, metadata={"help": "Channels of the temporal convolutional network."})
+    levels: int = field(default=7, metadata={"help": "Dilated residual blocks (dilations 1, 2, ... 2^(levels-1))."})
+    emission: Emission = field(default="neural", metadata={"help": "Default emission saved: neural or logistic."})
+    max_recordings: int | None = field(default=None, metadata={"help": "Use at most this many recordings."})
+    non_heart: int = field(default=300, metadata={"help": "Generated non-heart recordings (the reject class)."})
+    synthetic: int = field(default=200, metadata={"help": "Generated heart recordings added to the network's data."})
+    workers: int = field(default=2, metadata={"help": "Processes computing features."})
+    threads: int = field(default=1, metadata={"help": "torch threads."})
     split: SplitConfig = field(default_factory=SplitConfig)
 
 
@@ -120,24 +121,16 @@ def training_refs(config: SegmenterTrainConfig) -> list[RecordingRef]:
     return refs
 
 
-def _complete_cycles(seg: Segmentation) -> list[tuple[float, float, float, float, float]]:
-    """(S1, systole, S2, diastole, RR) durations of every S1-systole-S2-diastole-S1 run in the annotation."""
-    ivs = seg.intervals
-    order = (State.S1, State.SYSTOLE, State.S2, State.DIASTOLE, State.S1)
-    out = []
-    for i in range(len(ivs) - 4):
-        run = ivs[i : i + 5]
-        if tuple(iv.state for iv in run) == order:
-            d = [iv.end - iv.start for iv in run[:4]]
-            out.append((*d, run[4].start - run[0].start))
-    return out
+def _cycle_durations(seg: Segmentation) -> list[tuple[float, float, float, float, float]]:
+    """(S1, systole, S2, diastole, RR) durations of every complete cycle in the annotation."""
+    return [(*(iv.end - iv.start for iv in c.phases), c.end - c.start) for c in complete_cycles(seg)]
 
 
 def fit_durations(segmentations: list[Segmentation]) -> DurationModel:
     """Duration moments, with systole linear in the recording's median RR (what inference can estimate)."""
     rows = []
     for seg in segmentations:
-        cycles = np.array(_complete_cycles(seg))
+        cycles = np.array(_cycle_durations(seg))
         if len(cycles) < 2:
             continue
         rr_median = np.median(cycles[:, 4])

@@ -31,33 +31,33 @@ class SFTError(MurmurScopeError):
 
 @dataclass
 class AudioSFTConfig:
-    """Mirrored one-to-one by `murmurscope finetune sft` options."""
+    """What `murmurscope finetune sft` trains; its options are built from these fields."""
 
-    model: str = DEFAULT_MODEL_ID
-    data: Path = Path("build/qa")
-    out: Path = Path("build/sft")
-    lora: bool = True
-    lora_r: int = 8
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_audio_encoder: bool = False
-    epochs: float = 1.0
-    max_steps: int = -1
-    batch_size: int = 1
-    grad_accum: int = 16
-    learning_rate: float = 1e-4
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    gradient_checkpointing: bool = False
-    logging_steps: int = 10
-    save_steps: int = 0
-    max_train_rows: int | None = None
-    seed: int = 42
-    report_to: str = "none"
+    data: Path = field(metadata={"help": "Q&A folder from `murmurscope finetune qa`."})
+    out: Path = field(metadata={"help": "Folder for the adapter (or full model), log and plot."})
+    model: str = field(default=DEFAULT_MODEL_ID, metadata={"help": "Hub id or folder of a Qwen2-Audio model."})
+    lora: bool = field(default=True, metadata={"help": "LoRA on the language model (off: train every weight)."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_audio_encoder: bool = field(default=False, metadata={"help": "Also put LoRA on the audio encoder."})
+    epochs: float = field(default=1.0, metadata={"help": "Training epochs."})
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many optimizer steps (-1: epochs decide)."})
+    batch_size: int = field(default=1, metadata={"help": "Rows per device per step."})
+    grad_accum: int = field(default=16, metadata={"help": "Gradient-accumulation steps."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (cosine schedule)."})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "Warm-up as a fraction of the steps."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Trade compute for memory (7B on one GPU)."})
+    logging_steps: int = field(default=10, metadata={"help": "Log the loss every N steps."})
+    save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps (0: only at the end)."})
+    max_train_rows: int | None = field(default=None, metadata={"help": "Train on at most this many rows."})
+    seed: int = field(default=42, metadata={"help": "Training seed."})
+    report_to: str = field(default="none", metadata={"help": "Trainer loggers: none, tensorboard, wandb ..."})
     # None: torch's default (all cores). On a shared CPU one thread avoids OpenMP oversubscription,
     # which made steps 7x slower in our measurements.
-    torch_threads: int | None = None
-    extra: dict = field(default_factory=dict)  # any further SFTConfig fields
+    torch_threads: int | None = field(default=None, metadata={"help": "CPU threads for torch (1 on a shared CPU)."})
+    extra: dict = field(default_factory=dict, metadata={"help": "Further TRL SFTConfig fields (YAML only)."})
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ Two vocabularies:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from assistant.data.labels import FEATURES, MURMUR_CLASSES
 from assistant.errors import MurmurScopeError
@@ -57,18 +58,24 @@ class TinyModelError(MurmurScopeError):
 
 @dataclass(frozen=True)
 class TinyModelConfig:
-    out: Path
-    vocabulary: str = "bpe"  # "bpe" or "qwen"
-    bpe_size: int = 512
-    hidden_size: int = 128
-    layers: int = 2
-    audio_layers: int = 2
-    heads: int = 2  # head dimension = hidden_size / heads = 64
-    audio_hidden_size: int = 128
+    out: Path = field(metadata={"help": "Folder to write (must be new or empty)."})
+    vocabulary: Literal["bpe", "qwen"] = field(default="bpe", metadata={
+        "help": "'bpe' (tiny trained BPE) or 'qwen' (real Qwen2 vocab)."})
+    bpe_size: int = field(default=512, metadata={"help": "Vocabulary size of the tiny BPE tokenizer."})
+    hidden_size: int = field(default=128, metadata={"help": "Language-model width (head size 64)."})
+    layers: int = field(default=2, metadata={"help": "Language-model layers."})
+    audio_layers: int = field(default=2, metadata={"help": "Audio-encoder layers."})
+    # None: a head dimension of 64, which vLLM's CPU attention supports.
+    heads: int | None = field(default=None, metadata={"help": "Attention heads (default: hidden size / 64)."})
+    audio_hidden_size: int = field(default=128, metadata={"help": "Audio-encoder width."})
     # Qwen2-Audio hears 30 s windows, and vLLM insists on them; shorter windows (a valid Qwen2-Audio
     # config that transformers runs) make the from-scratch learning check affordable on CPU.
-    window_seconds: int = 30
-    seed: int = 0
+    window_seconds: int = field(default=30, metadata={"help": "Audio window the encoder hears (s; vLLM needs 30)."})
+    seed: int = field(default=0, metadata={"help": "Weight-initialisation seed."})
+
+    def __post_init__(self) -> None:
+        if self.heads is None:
+            object.__setattr__(self, "heads", max(1, self.hidden_size // 64))
 
 
 def _corpus() -> list[str]:

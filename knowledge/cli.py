@@ -3,33 +3,24 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from assistant.cli.options import ConfigCommand, from_config
+
+if TYPE_CHECKING:
+    from knowledge.index import IndexConfig
 
 app = typer.Typer(help="Build and query the cardiology guidance index.", no_args_is_help=True)
 
 
-class Kind(str, Enum):
-    flat = "flat"
-    ivf = "ivf"
-    hnsw = "hnsw"
-
-
-@app.command()
+@app.command("build", cls=ConfigCommand)
+@from_config(config="knowledge.index:IndexConfig")
 def build(
+    config: IndexConfig,
     out: Annotated[Path | None, typer.Option(help="Index folder to write [default: the index shipped in the package].")]
-    = None,
-    corpus: Annotated[Path | None, typer.Option(help="Corpus folder [default: knowledge/corpus].")] = None,
-    model: Annotated[str, typer.Option(help="Sentence-transformers model: a local folder or all-MiniLM-L6-v2.")]
-    = "all-MiniLM-L6-v2",
-    kind: Annotated[Kind, typer.Option(help="flat: exact inner product; ivf, hnsw: approximate (large corpora).")]
-    = Kind.flat,
-    max_words: Annotated[int, typer.Option(help="Longest passage in words; longer sections are split.")] = 180,
-    overlap: Annotated[int, typer.Option(help="Sentences shared by consecutive windows of a long section.")] = 1,
-    gpu: Annotated[bool | None, typer.Option("--gpu/--no-gpu", help="FAISS on GPU [default: when faiss-gpu sees one].")]
     = None,
 ) -> None:
     """Chunk the corpus by heading, embed the passages and save a FAISS index with its metadata."""
@@ -38,17 +29,12 @@ def build(
     from rich.console import Console
 
     from assistant.errors import KnowledgeError
-    from knowledge.documents import CORPUS_DIR, ChunkConfig
-    from knowledge.index import META_FILE, GuidanceIndex, IndexConfig
+    from knowledge.index import META_FILE, GuidanceIndex
     from knowledge.retriever import PREBUILT_DIR
 
     out = out or PREBUILT_DIR
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / META_FILE).exists())):
         raise KnowledgeError(f"{out}: exists and is not a guidance index folder; choose an empty or new folder")
-    if max_words < 20 or overlap < 0:
-        raise KnowledgeError("--max-words must be at least 20 and --overlap at least 0")
-    config = IndexConfig(corpus_dir=corpus or CORPUS_DIR, model=model, kind=kind.value,
-                         chunk=ChunkConfig(max_words=max_words, overlap_sentences=overlap), use_gpu=gpu)
     if not Path(config.corpus_dir).is_dir():
         raise KnowledgeError(f"{config.corpus_dir}: no such corpus folder")
     start = time.perf_counter()

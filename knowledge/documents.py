@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from assistant.errors import CorpusError
+from assistant.errors import ConfigError, CorpusError
 
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus"
 SOURCES_FILE = "sources.yaml"
@@ -77,8 +77,13 @@ class Chunk:
 
 @dataclass(frozen=True)
 class ChunkConfig:
-    max_words: int = 180
-    overlap_sentences: int = 1
+    max_words: int = field(default=180, metadata={"help": "Longest passage in words; longer sections are split."})
+    overlap_sentences: int = field(default=1, metadata={
+        "help": "Sentences shared by consecutive windows of a long section."})
+
+    def __post_init__(self) -> None:
+        if self.max_words < 20 or self.overlap_sentences < 0:
+            raise ConfigError("--chunk-max-words must be at least 20 and --chunk-overlap-sentences at least 0")
 
 
 def slugify(text: str) -> str:

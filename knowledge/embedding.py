@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +16,14 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 @dataclass(frozen=True)
 class EmbeddingConfig:
     # A local sentence-transformers folder, or a name this module knows how to find offline.
-    model: str = DEFAULT_MODEL
-    device: str | None = None
-    batch_size: int = 64
+    model: str = field(default=DEFAULT_MODEL, metadata={
+        "help": "Sentence-transformers model: a local folder or all-MiniLM-L6-v2."})
+    device: str | None = field(default=None, metadata={
+        "help": "torch device for the embedding model [default: sentence-transformers' choice]."})
+    batch_size: int = field(default=64, metadata={"help": "Passages embedded per batch."})
     # The model reads at most 256 word pieces anyway; cutting characters first keeps tokenising a
     # pasted article cheap.
-    max_query_chars: int = 2000
+    max_query_chars: int = field(default=2000, metadata={"help": "Characters of a query kept before tokenising."})
 
 
 def resolve_model(model: str) -> Path:

@@ -28,19 +28,22 @@ IndexKind = Literal["flat", "ivf", "hnsw"]
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """How `murmurscope index build` builds an index; the CLI options mirror these fields."""
+    """How `murmurscope index build` builds an index; its options are built from these fields."""
 
-    corpus_dir: Path = CORPUS_DIR
-    model: str = DEFAULT_MODEL
+    corpus_dir: Path = field(default=CORPUS_DIR, metadata={"help": "Corpus folder.", "name": "corpus"})
+    model: str = field(default=DEFAULT_MODEL, metadata={
+        "help": "Sentence-transformers model: a local folder or all-MiniLM-L6-v2."})
     # flat: exact inner product (right for a corpus of this size); ivf and hnsw: approximate, for large corpora.
-    kind: IndexKind = "flat"
-    nlist: int | None = None  # IVF cells; default ~sqrt(n)
-    nprobe: int | None = None  # IVF cells visited per query; default all cells up to 16
-    hnsw_m: int = 32
-    hnsw_ef_search: int = 64
+    kind: IndexKind = field(default="flat", metadata={
+        "help": "flat: exact inner product; ivf, hnsw: approximate (large corpora)."})
+    nlist: int | None = field(default=None, metadata={"help": "IVF cells [default: about sqrt(passages)]."})
+    nprobe: int | None = field(default=None, metadata={"help": "IVF cells visited per query [default: all, up to 16]."})
+    hnsw_m: int = field(default=32, metadata={"help": "HNSW neighbours per node."})
+    hnsw_ef_search: int = field(default=64, metadata={"help": "HNSW candidates examined per query."})
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     # None: use a GPU when faiss-gpu sees one.
-    use_gpu: bool | None = None
+    use_gpu: bool | None = field(default=None, metadata={
+        "help": "FAISS on GPU [default: when faiss-gpu sees one].", "name": "gpu"})
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,6 @@ class Passage:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def cite(self) -> str:
-        return f"{self.title} — {self.section}. Source: {self.source}" + (f" <{self.url}>" if self.url else "")
-
 
 def _load_or_rebuild_default() -> GuidanceIndex:
     candidates = [PREBUILT_DIR, cache_dir()]

@@ -2,7 +2,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from assistant.data.audio import AudioLimits, Recording, load_recording, parse_name, resample, write_recording
+from assistant.data.audio import (
+    AudioLimits,
+    Recording,
+    check_samples,
+    load_recording,
+    parse_name,
+    resample,
+    write_recording,
+)
+from assistant.data.inspection import quality_flags
 from assistant.data.synth import SynthConfig, synthesize
 from assistant.errors import (
     EmptyAudioError,
@@ -98,6 +107,27 @@ def test_length_cap_is_configurable(tmp_path):
     with pytest.raises(TooLongError):
         load_recording(tmp_path / "long.wav", limits=AudioLimits(max_seconds=10))
     assert load_recording(tmp_path / "long.wav").duration == pytest.approx(12.0)
+
+
+@pytest.mark.parametrize(
+    "samples,flags,error",
+    [
+        (np.zeros(4000, np.float32), ["too_short", "silent"], TooShortError),  # the first fatal problem is raised
+        (np.zeros(4000 * 3, np.float32), ["silent"], SilentError),
+        (np.array([0.5, np.inf] * 6000, np.float32), ["nonfinite"], NonFiniteError),
+        (np.zeros(0, np.float32), ["empty"], EmptyAudioError),
+        (np.clip(2 * _tone(4000), -1, 1), ["clipped"], None),  # warnings only: still analysed
+        (1e-6 * _tone(4000), ["very_quiet"], None),
+        (_tone(4000), [], None),
+    ],
+)
+def test_info_flags_and_load_checks_are_the_same_checks(samples, flags, error):
+    assert quality_flags(samples, 4000) == flags
+    if error is None:
+        check_samples(samples, 4000, "x.wav")
+    else:
+        with pytest.raises(error, match=r"^x\.wav: "):
+            check_samples(samples, 4000, "x.wav")
 
 
 def test_folder_is_not_audio(tmp_path):

@@ -6,14 +6,20 @@ import numpy as np
 import pytest
 
 from eval.metrics import (
+    MURMUR_WEIGHTS,
     NO_ANSWER,
+    accuracy,
+    auroc_score,
     binary_metrics,
-    bootstrap_interval,
-    challenge_confusion,
+    bootstrap_ci,
+    class_recalls,
+    confusion_matrix,
     enforce_murmur_output,
     feature_metrics,
+    macro_f1,
     murmur_metrics,
     ovr_auroc,
+    uar,
     weighted_accuracy,
 )
 
@@ -30,10 +36,26 @@ def test_invalid_output_counts_as_present():
     assert enforce_murmur_output("Unknown") == "Unknown"
 
 
-def test_official_confusion_orientation():
-    # Rows are outputs, columns expert labels, as in the Challenge's compute_confusion_matrix.
-    a = challenge_confusion(["Present", "Absent"], ["Absent", "Absent"], ("Present", "Unknown", "Absent"))
-    assert a[2, 0] == 1 and a[2, 2] == 1 and a.sum() == 2
+def test_confusion_rows_are_truth_columns_prediction():
+    # One Present patient called Absent, one Absent patient called Absent, one Unknown called Present.
+    a = confusion_matrix(["Present", "Absent", "Unknown"], ["Absent", "Absent", "Present"],
+                         ("Present", "Unknown", "Absent"))
+    assert a.tolist() == [[0, 0, 1], [1, 0, 0], [0, 0, 1]]
+    # An output outside the classes is counted in no column; naming it as a class gives it one.
+    assert confusion_matrix(["Low", "Low"], ["Low", None], ("Low", "High")).tolist() == [[1, 0], [0, 0]]
+    assert confusion_matrix(["Low", "Low"], ["Low", NO_ANSWER], ("Low", "High", NO_ANSWER))[0].tolist() == [1, 0, 1]
+
+
+def test_weighted_accuracy_equals_the_official_transposed_formula():
+    # The Challenge's evaluate_model.py: A with outputs as rows and labels as columns, W weighting each column by
+    # its label; score = trace(W*A) / sum(W*A). Ours is the same number from the truth-by-rows matrix.
+    rng = np.random.default_rng(3)
+    classes = ("Present", "Unknown", "Absent")
+    truth = list(rng.choice(classes, 50))
+    pred = list(rng.choice(classes, 50))
+    a = confusion_matrix(truth, pred, classes).T
+    w = np.tile([MURMUR_WEIGHTS[c] for c in classes], (3, 1))
+    assert weighted_accuracy(truth, pred) == pytest.approx(np.trace(w * a) / np.sum(w * a))
 
 
 def test_weighted_accuracy_by_hand():
@@ -84,6 +106,16 @@ def test_auroc_by_hand():
     assert m.calibration["ece"] >= 0 and sum(b["n"] for b in m.calibration["bins"]) == 4
 
 
+def test_expected_calibration_error_by_hand():
+    from eval.metrics import calibration_bins
+
+    # Confidence 0.9 and right (bin 0.9-1.0: |1 - 0.9|), 0.65 and wrong (bin 0.6-0.7: |0 - 0.65|), half each.
+    probs = np.array([[0.9, 0.05, 0.05], [0.65, 0.25, 0.1]])
+    cal = calibration_bins(["Present", "Absent"], probs, ("Present", "Unknown", "Absent"))
+    assert cal["ece"] == pytest.approx(0.5 * 0.1 + 0.5 * 0.65)
+    assert [(round(b["lo"], 6), b["n"], b["accuracy"]) for b in cal["bins"]] == [(0.6, 1, 0.0), (0.9, 1, 1.0)]
+
+
 def test_feature_metrics_by_hand():
     f = feature_metrics("systolic_pitch", ("Low", "Medium", "High"), ["Low", "Low", "Medium", "High"],
                         ["Low", None, "Medium", "Low"], majority_label="Low", resamples=100)
@@ -111,26 +143,55 @@ def test_binary_metrics_by_hand():
 
 def test_bootstrap_is_seeded_and_brackets_the_mean():
     x = np.r_[np.zeros(50), np.ones(50)]
-    a = bootstrap_interval(lambda i: float(x[i].mean()), 100, resamples=500, seed=1)
-    b = bootstrap_interval(lambda i: float(x[i].mean()), 100, resamples=500, seed=1)
-    assert a == b and a[0] < 0.5 < a[1] and a[1] - a[0] < 0.3
-    assert all(math.isnan(v) for v in bootstrap_interval(lambda i: 0.0, 0))
+
+    def mean(i):
+        return {"mean": float(x[i].mean())}
+
+    a = bootstrap_ci(mean, 100, resamples=500, seed=1)["mean"]
+    assert a == bootstrap_ci(mean, 100, resamples=500, seed=1)["mean"]
+    assert a != bootstrap_ci(mean, 100, resamples=500, seed=2)["mean"]
+    assert a[0] < 0.5 < a[1] and a[1] - a[0] < 0.3
+    assert bootstrap_ci(mean, 0) == {} and bootstrap_ci(mean, 100, resamples=0) == {}
+    # A resample where a statistic is undefined is left out of that statistic's interval only.
+    both = bootstrap_ci(lambda i: {"mean": float(x[i].mean()), "never": float("nan")}, 100, resamples=50, seed=1)
+    assert all(math.isnan(v) for v in both["never"]) and not math.isnan(both["mean"][0])
 
 
-def test_fast_bootstrap_statistics_match_scikit_learn():
-    from eval.metrics import MURMUR_WEIGHTS, _codes, confusion_stats, fast_auroc, macro_f1, uar
+def test_every_statistic_of_one_call_uses_the_same_resamples():
+    # Two copies of one statistic get the same interval only if they are computed on the same draws.
+    x = np.arange(30.0)
+    ci = bootstrap_ci(lambda i: {"a": float(x[i].mean()), "b": float(x[i].mean())}, 30, resamples=200, seed=5)
+    assert ci["a"] == ci["b"]
+
+
+def test_run_intervals_are_reproducible_from_the_seed():
+    a = murmur_metrics(TRUE, PRED, resamples=100, seed=7)
+    b = murmur_metrics(TRUE, PRED, resamples=100, seed=7)
+    c = murmur_metrics(TRUE, PRED, resamples=100, seed=8)
+    assert a.to_dict() == b.to_dict()
+    assert a.weighted_accuracy.ci != c.weighted_accuracy.ci or a.uar.ci != c.uar.ci
+
+
+def test_scores_match_scikit_learn():
+    from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
+    from sklearn.metrics import confusion_matrix as sk_confusion
 
     classes = ("Present", "Unknown", "Absent")
     rng = np.random.default_rng(0)
     for _ in range(20):
         truth = list(rng.choice(classes, 40, p=[0.3, 0.1, 0.6]))
         pred = [enforce_murmur_output(x) for x in rng.choice([*classes, "junk"], 40)]
-        fast = confusion_stats(_codes(truth, classes), _codes(pred, classes), 3,
-                               np.array([MURMUR_WEIGHTS[c] for c in classes]))
-        assert fast["weighted_accuracy"] == pytest.approx(weighted_accuracy(truth, pred))
-        assert fast["uar"] == pytest.approx(uar(truth, pred, classes))
-        assert fast["macro_f1"] == pytest.approx(macro_f1(truth, pred, classes))
+        present = [c for c in classes if c in truth]
+        seen = [c for c in classes if c in truth or c in pred]
+        assert confusion_matrix(truth, pred, classes).tolist() == sk_confusion(truth, pred, labels=classes).tolist()
+        assert accuracy(truth, pred) == pytest.approx(accuracy_score(truth, pred))
+        assert uar(truth, pred, classes) == pytest.approx(recall_score(truth, pred, labels=present, average="macro"))
+        assert macro_f1(truth, pred, classes) == pytest.approx(
+            f1_score(truth, pred, labels=seen, average="macro", zero_division=0))
+        recalls = recall_score(truth, pred, labels=present, average=None)
+        assert [class_recalls(truth, pred, classes)[c] for c in present] == pytest.approx(list(recalls))
         scores = rng.random((40, 3)).round(1)  # rounded: ties must be ranked as scikit-learn does
-        slow = ovr_auroc(truth, scores, classes)
         for k, c in enumerate(classes):
-            assert fast_auroc(np.asarray(truth) == c, scores[:, k]) == pytest.approx(slow[c], nan_ok=True)
+            positives = np.asarray(truth) == c
+            want = roc_auc_score(positives, scores[:, k]) if 0 < positives.sum() < 40 else float("nan")
+            assert auroc_score(positives, scores[:, k]) == pytest.approx(want, nan_ok=True)

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from assistant.errors import MurmurScopeError
 from assistant.murmur.encoders import CNNConfig
 from assistant.murmur.heads import TOKENS, HeadConfig, MultiSiteHead
 from assistant.murmur.m2d import M2DCheckpointError, M2DConfig, M2DViT, load_m2d
-from assistant.murmur.model import MurmurConfig, MurmurModel, niizumi_rule, site_tokens
+from assistant.murmur.model import MurmurConfig, MurmurModel, any_recording_rule, site_tokens
 from finetune.losses import LossConfig, distill_loss, focal_loss, head_loss, spec_augment_tokens
 
 TINY_HEAD = HeadConfig(in_dim=16, d_model=32, layers=2, heads=4, ff_dim=64)
@@ -97,12 +99,12 @@ def test_spec_augment_tokens_masks_a_band_and_keeps_a_site():
     assert ((y == 0).sum(-1) <= 8).all()
 
 
-def test_niizumi_rule():
+def test_any_recording_rule():
     p, u, a = ({"Present": 0.6, "Unknown": 0.1, "Absent": 0.3}, {"Present": 0.2, "Unknown": 0.5, "Absent": 0.3},
                {"Present": 0.1, "Unknown": 0.1, "Absent": 0.8})
-    assert niizumi_rule([a, u, p])[0] == "Present"
-    assert niizumi_rule([a, u])[0] == "Unknown"
-    assert niizumi_rule([a, a]) == ("Absent", a)
+    assert any_recording_rule([a, u, p])[0] == "Present"
+    assert any_recording_rule([a, u])[0] == "Unknown"
+    assert any_recording_rule([a, a]) == ("Absent", a)
 
 
 def _official_checkpoint(folder: Path, config: M2DConfig, prefix: str = "", wrap: bool = True) -> tuple[Path, dict]:
@@ -174,6 +176,21 @@ def random_model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("model")
     MurmurModel(MurmurConfig(n_train={name: 30 for name in FEATURES})).save(folder)
     return folder
+
+
+def test_model_saved_with_the_old_decision_name_loads(tmp_path, random_model_dir):
+    from assistant.data.synth import SynthConfig, synthesize
+
+    folder = tmp_path / "model"
+    shutil.copytree(random_model_dir, folder)
+    config = json.loads((folder / "murmur.json").read_text())
+    (folder / "murmur.json").write_text(json.dumps({**config, "decision": "niizumi"}))  # the rule's earlier name
+    model = MurmurModel.load(folder)
+    assert model.config.decision == "any_recording"
+    recordings = [replace(synthesize(SynthConfig(duration=4.0, seed=s)).recording, site=site)
+                  for s, site in ((1, "AV"), (2, "MV"))]
+    pred = model.predict_recordings(recordings, "1")
+    assert (pred.murmur, pred.probabilities) == any_recording_rule([r.probabilities for r in pred.recordings])
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict]]:

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from assistant.cli.main import app
 from assistant.data.audio import Recording, write_recording
-from assistant.data.segmentation import Segmentation, State, read_tsv
+from assistant.data.segmentation import Segmentation, State, complete_cycles, read_tsv
 from assistant.data.synth import SynthConfig, synthesize, write_circor_folder
 from assistant.segment.envelopes import FRAME_RATE, frame_features
 from assistant.segment.hsmm import DurationModel, autocorrelation_heart_rate, viterbi
@@ -56,6 +56,45 @@ def test_duration_tables_are_distributions():
     log_d, log_s = DurationModel().log_tables(120.0, FRAME_RATE)
     assert np.allclose(np.exp(log_d).sum(axis=1), 1.0)
     assert np.allclose(np.exp(log_s[:, 0]), 1.0)
+
+
+def _runs(*runs: tuple[State, int]) -> np.ndarray:
+    return np.concatenate([np.full(n, int(state), dtype=np.int8) for state, n in runs])
+
+
+CYCLE = ((State.S1, 3), (State.SYSTOLE, 6), (State.S2, 3), (State.DIASTOLE, 8))
+
+
+def test_complete_cycles_on_states():
+    # a diastole cut by the start, three whole cycles, then one cut by the end during its diastole
+    states = _runs((State.DIASTOLE, 5), *CYCLE * 3, (State.S1, 3), (State.SYSTOLE, 4), (State.S2, 2),
+                   (State.DIASTOLE, 3))
+    closed = complete_cycles(states)
+    assert [(c.start, c.end) for c in closed] == [(5, 25), (25, 45), (45, 65)]
+    assert [(iv.start, iv.end, iv.state) for iv in closed[0].phases] == [
+        (5, 8, State.S1), (8, 14, State.SYSTOLE), (14, 17, State.S2), (17, 25, State.DIASTOLE)]
+    assert all(c.next_onset == c.end for c in closed)
+    trailing = complete_cycles(states, closed=False)
+    assert trailing[:3] == closed and len(trailing) == 4
+    assert trailing[3].next_onset is None and (trailing[3].start, trailing[3].end) == (65, 77)
+    # the same in seconds, from a Segmentation
+    seconds = complete_cycles(Segmentation.from_states(states, FRAME_RATE))
+    assert [(c.start, c.end) for c in seconds] == [(a / FRAME_RATE, b / FRAME_RATE) for a, b in [(5, 25), (25, 45),
+                                                                                               (45, 65)]]
+
+
+def test_complete_cycles_edge_cases():
+    # an S1 cut by the start still opens a cycle (its onset is the first frame)
+    assert [(c.start, c.end) for c in complete_cycles(_runs((State.S1, 1), *CYCLE[1:], *CYCLE))] == [(0, 18)]
+    # unannotated frames break a cycle; a diastole running into them closes nothing
+    broken = _runs(*CYCLE, (State.UNANNOTATED, 4), *CYCLE, *CYCLE[:2], (State.UNANNOTATED, 2), *CYCLE[2:], *CYCLE)
+    assert [(c.start, c.end) for c in complete_cycles(broken)] == [(24, 44)]
+    assert [(c.start, c.end) for c in complete_cycles(broken, closed=False)] == [(0, 20), (24, 44), (66, 86)]
+    # no cycles: nothing, silence, states out of order, a cycle without its S1
+    for states in ([], np.zeros(100, dtype=np.int8), _runs(*CYCLE[:1], *CYCLE[2:], *CYCLE[1:2], *CYCLE[:1]),
+                   _runs(*CYCLE[1:], *CYCLE[1:])):
+        assert complete_cycles(np.asarray(states, dtype=np.int8)) == []
+        assert complete_cycles(np.asarray(states, dtype=np.int8), closed=False) == []
 
 
 @pytest.mark.parametrize("heart_rate,snr,seed", [(70, 30, 1), (95, 22, 2), (125, 28, 3), (80, 18, 4)])

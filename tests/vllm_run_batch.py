@@ -9,8 +9,8 @@ import runpy
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "assistant"))
-import llm_server  # noqa: E402,F401 - applies the metadata patch and the CPU environment
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "assistant" / "llm"))
+import vllm_entry  # noqa: E402,F401 - applies the metadata patch and the CPU environment
 
 if __name__ == "__main__":
     sys.argv = ["vllm.entrypoints.openai.run_batch", *sys.argv[1:]]

@@ -25,6 +25,7 @@ def _register() -> None:
     # The training and evaluation packages are only imported for their (light) typer apps here;
     # their heavy imports live inside the commands.
     from assistant.cli import consult, data, murmur, segment, serve
+    from assistant.cli.options import ConfigCommand
     from eval.cli import app as eval_app
     from finetune.cli import app as finetune_app
     from knowledge.cli import app as index_app
@@ -33,8 +34,8 @@ def _register() -> None:
     app.command()(data.synth)
     app.command()(segment.segment)
     app.command()(murmur.predict)
-    app.command()(consult.analyze)
-    app.command()(consult.chat)
+    app.command(cls=ConfigCommand)(consult.analyze)
+    app.command(cls=ConfigCommand)(consult.chat)
     app.add_typer(serve.app, name="serve")
     app.add_typer(finetune_app, name="finetune")
     app.add_typer(index_app, name="index")

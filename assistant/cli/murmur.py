@@ -18,7 +18,7 @@ def predict(
     out_csv: Annotated[Path, typer.Option("--out", help="CSV to write, one row per patient.")],
     model: Annotated[Path | None, typer.Option(help="Folder with murmur.json + murmur.safetensors (default: shipped).")]
     = None,
-    decision: Annotated[str | None, typer.Option(help="head (default) or niizumi (any recording Present -> Present).")]
+    decision: Annotated[str | None, typer.Option(help="head (default) or any_recording (Present if any recording is).")]
     = None,
     force: Annotated[bool, typer.Option(help="Overwrite --out if it exists.")] = False,
     threads: Annotated[int, typer.Option(help="torch CPU threads (1 is fastest on a busy machine).")] = 1,

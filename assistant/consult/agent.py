@@ -7,7 +7,7 @@ tool calling; documented default: Qwen2.5-Instruct served by vLLM with
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 from langchain.agents import create_agent
 from langchain.agents.middleware import ToolCallRequest, ToolErrorMiddleware
@@ -45,19 +45,18 @@ class ChatModelConfig:
     """The chat model behind the agent. Environment: MURMURSCOPE_CHAT_BASE_URL, MURMURSCOPE_CHAT_MODEL,
     MURMURSCOPE_CHAT_API_KEY. No base_url: chat answers with the structured findings only."""
 
-    base_url: str | None = None
-    model: str = "Qwen/Qwen2.5-7B-Instruct"
-    api_key: str = "EMPTY"
-    temperature: float = 0.0
-    timeout: float = 120.0
+    base_url: str | None = field(default=None, metadata={
+        "help": "Chat endpoint (OpenAI-compatible; none: findings only).", "env": "MURMURSCOPE_CHAT_BASE_URL"})
+    model: str = field(default="Qwen/Qwen2.5-7B-Instruct", metadata={
+        "help": "Chat model name.", "env": "MURMURSCOPE_CHAT_MODEL"})
+    api_key: str = field(default="EMPTY", metadata={"help": "Chat model key.", "env": "MURMURSCOPE_CHAT_API_KEY"})
+    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature of the chat model."})
+    timeout: float = field(default=120.0, metadata={"help": "Seconds to wait for a chat answer."})
 
     @classmethod
     def from_env(cls, **overrides) -> ChatModelConfig:
-        env = {
-            "base_url": os.environ.get("MURMURSCOPE_CHAT_BASE_URL"),
-            "model": os.environ.get("MURMURSCOPE_CHAT_MODEL"),
-            "api_key": os.environ.get("MURMURSCOPE_CHAT_API_KEY"),
-        }
+        # The variables are named in the fields' metadata, which the command-line options read too.
+        env = {f.name: os.environ.get(f.metadata["env"]) for f in fields(cls) if "env" in f.metadata}
         values = {k: v for k, v in env.items() if v}
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from assistant.consult.findings import (
@@ -54,9 +54,9 @@ class AnalysisError(MurmurScopeError):
 class AnalysisConfig:
     """Which weights and index the analysis loads; None means the ones shipped in the package."""
 
-    murmur_model: Path | None = None
-    index_dir: Path | None = None
-    guidance_k: int = 3
+    murmur_model: Path | None = field(default=None, metadata={"help": "Murmur model weights (default: shipped)."})
+    index_dir: Path | None = field(default=None, metadata={"help": "Guidance index (default: shipped)."})
+    guidance_k: int = field(default=3, metadata={"help": "Guidance passages per patient."})
 
 
 class Analyzer:

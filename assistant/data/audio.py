@@ -15,6 +15,7 @@ import soundfile as sf
 import soxr
 
 from assistant.errors import (
+    AudioError,
     EmptyAudioError,
     MissingFileError,
     NonFiniteError,
@@ -74,19 +75,57 @@ def parse_name(stem: str) -> tuple[str | None, str | None]:
     return None, site
 
 
-def check_samples(samples: np.ndarray, rate: int, source: str, limits: AudioLimits = AudioLimits()) -> None:
-    """Raise a typed AudioError when `samples` cannot be analysed."""
+# Warnings only: such a recording is analysed, but may analyse poorly.
+FULL_SCALE = 0.999  # a sample at least this loud (of 1.0) is taken to be clipped ...
+MAX_CLIPPED_FRACTION = 1e-3  # ... and more than this fraction of such samples flags the recording
+MIN_RMS = 1e-4  # of full scale: barely above the quantisation noise of 16-bit PCM (3e-5)
+
+
+@dataclass(frozen=True)
+class SignalProblem:
+    """A reason a recording may not analyse: `flag` names it (`murmurscope info`), `message` tells a user why;
+    one with an `error` makes the recording unusable."""
+
+    flag: str
+    message: str
+    error: type[AudioError] | None = None
+
+
+def _too_long(duration: float, limits: AudioLimits) -> SignalProblem:
+    return SignalProblem("too_long", f"{duration:.0f} s is longer than the {limits.max_seconds:g} s cap", TooLongError)
+
+
+def signal_problems(samples: np.ndarray, rate: int, limits: AudioLimits = AudioLimits(),
+                    fatal_only: bool = False) -> list[SignalProblem]:
+    """Every check of a recording's samples, in one place: the fatal ones first, then (unless `fatal_only`) the
+    ones that only warn. An empty, non-finite or silent recording is not checked any further."""
     if samples.size == 0:
-        raise EmptyAudioError(f"{source}: the recording is empty")
+        return [SignalProblem("empty", "the recording is empty", EmptyAudioError)]
     if not np.all(np.isfinite(samples)):
-        raise NonFiniteError(f"{source}: the recording contains NaN or infinite samples")
+        return [SignalProblem("nonfinite", "the recording contains NaN or infinite samples", NonFiniteError)]
+    problems = []
     duration = samples.size / rate
     if duration < limits.min_seconds:
-        raise TooShortError(f"{source}: {duration:.2f} s is shorter than the {limits.min_seconds:g} s minimum")
+        problems.append(SignalProblem(
+            "too_short", f"{duration:.2f} s is shorter than the {limits.min_seconds:g} s minimum", TooShortError))
     if duration > limits.max_seconds:
-        raise TooLongError(f"{source}: {duration:.0f} s is longer than the {limits.max_seconds:g} s cap")
+        problems.append(_too_long(duration, limits))
     if not np.any(samples):
-        raise SilentError(f"{source}: every sample is zero")
+        return problems + [SignalProblem("silent", "every sample is zero", SilentError)]
+    if fatal_only:
+        return problems
+    if np.mean(np.abs(samples) >= FULL_SCALE) > MAX_CLIPPED_FRACTION:
+        problems.append(SignalProblem("clipped", f"more than {100 * MAX_CLIPPED_FRACTION:g} % of the samples are "
+                                      "at full scale"))
+    if np.sqrt(np.mean(samples.astype(np.float64) ** 2)) < MIN_RMS:
+        problems.append(SignalProblem("very_quiet", f"the RMS level is below {MIN_RMS:g} of full scale"))
+    return problems
+
+
+def check_samples(samples: np.ndarray, rate: int, source: str, limits: AudioLimits = AudioLimits()) -> None:
+    """Raise the typed AudioError of the first fatal `signal_problems` of `samples`."""
+    for problem in signal_problems(samples, rate, limits, fatal_only=True):
+        raise problem.error(f"{source}: {problem.message}")
 
 
 def load_recording(
@@ -109,9 +148,7 @@ def load_recording(
         raise NotAudioError(f"{path}: not a readable audio file (WAV, FLAC, OGG or MP3)") from None
     # Refuse before decoding: an hour-long file should not be read just to be rejected.
     if info.frames > 0 and info.frames / info.samplerate > limits.max_seconds:
-        raise TooLongError(
-            f"{path}: {info.frames / info.samplerate:.0f} s is longer than the {limits.max_seconds:g} s cap"
-        )
+        raise TooLongError(f"{path}: {_too_long(info.frames / info.samplerate, limits).message}")
     try:
         data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:

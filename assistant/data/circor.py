@@ -29,7 +29,6 @@ class RecordingRef:
     name: str
     audio_path: Path
     tsv_path: Path | None = None
-    hea_path: Path | None = None
 
     def load(self, rate: int | None = None, limits: AudioLimits = AudioLimits()) -> Recording:
         return load_recording(self.audio_path, rate=rate, site=self.site, patient_id=self.patient_id, limits=limits)
@@ -45,7 +44,6 @@ class Patient:
     rate: int | None = None
     labels: PatientLabels | None = None
     demographics: Demographics = Demographics()
-    header_path: Path | None = None
 
     @property
     def sites(self) -> tuple[str, ...]:
@@ -95,7 +93,6 @@ def read_patient(header: str | Path) -> Patient:
         if audio is None:
             raise DatasetError(f"{header}: recording {stem} has no audio file (.wav or .flac) beside it")
         tsv = header.parent / f"{stem}.tsv"
-        hea = header.parent / f"{stem}.hea"
         recordings.append(
             RecordingRef(
                 patient_id=patient_id,
@@ -103,7 +100,6 @@ def read_patient(header: str | Path) -> Patient:
                 name=stem,
                 audio_path=audio,
                 tsv_path=tsv if tsv.exists() else None,
-                hea_path=hea if hea.exists() else None,
             )
         )
     meta = {}
@@ -129,7 +125,7 @@ def read_patient(header: str | Path) -> Patient:
         campaign=_nan(meta.get("Campaign", "nan")),
         additional_id=_nan(meta.get("Additional ID", "nan")),
     )
-    return Patient(patient_id, tuple(recordings), rate, labels, demographics, header)
+    return Patient(patient_id, tuple(recordings), rate, labels, demographics)
 
 
 def _is_patient_header(path: Path) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from assistant.data.audio import AudioLimits, parse_name
+from assistant.data.audio import AudioLimits, parse_name, signal_problems
 from assistant.data.circor import Patient, RecordingRef, read_folder, read_patient
 from assistant.errors import DatasetError, MissingFileError, NotAudioError
 
@@ -46,25 +46,8 @@ class DatasetInfo:
 
 
 def quality_flags(samples: np.ndarray, rate: int, limits: AudioLimits = AudioLimits()) -> list[str]:
-    """Cheap signal checks; every flag names a reason the recording may analyse poorly."""
-    flags = []
-    if samples.size == 0:
-        return ["empty"]
-    if not np.all(np.isfinite(samples)):
-        return ["nonfinite"]
-    duration = samples.size / rate
-    if duration < limits.min_seconds:
-        flags.append("too_short")
-    if duration > limits.max_seconds:
-        flags.append("too_long")
-    peak = np.max(np.abs(samples))
-    if peak == 0:
-        return flags + ["silent"]
-    if np.mean(np.abs(samples) >= 0.999) > 1e-3:
-        flags.append("clipped")
-    if np.sqrt(np.mean(samples.astype(np.float64) ** 2)) < 1e-4:
-        flags.append("very_quiet")
-    return flags
+    """The flag of every `signal_problems` of the recording: each names a reason it may analyse poorly."""
+    return [p.flag for p in signal_problems(samples, rate, limits)]
 
 
 def inspect_file(path: Path, patient_id: str | None = None, site: str | None = None, tsv: bool | None = None,

@@ -7,7 +7,7 @@ different sessions and machines are comparable.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -16,8 +16,8 @@ from assistant.data.circor import Patient
 
 @dataclass(frozen=True)
 class SplitConfig:
-    val_fraction: float = 0.15
-    seed: int = 2022
+    val_fraction: float = field(default=0.15, metadata={"help": "The project split's validation fraction."})
+    seed: int = field(default=2022, metadata={"help": "The project split's seed."})
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import soundfile as sf
@@ -30,18 +30,21 @@ class AudioLLMError(MurmurScopeError):
 
 @dataclass(frozen=True)
 class AudioLLMConfig:
-    base_url: str
-    model: str = "murmurscope-audio"
-    api_key: str = "EMPTY"
-    timeout: float = 60.0
+    base_url: str = field(metadata={
+        "help": "Served audio-LLM (enables ask_audio_llm).", "env": "MURMURSCOPE_AUDIO_LLM_URL", "name": "url"})
+    model: str = field(default="murmurscope-audio", metadata={
+        "help": "Audio-LLM model name.", "env": "MURMURSCOPE_AUDIO_LLM_MODEL"})
+    api_key: str = field(default="EMPTY", metadata={"help": "Audio-LLM key."})
+    timeout: float = field(default=60.0, metadata={"help": "Seconds to wait for an audio-LLM answer."})
 
     @classmethod
     def from_env(cls, base_url: str | None = None, model: str | None = None) -> AudioLLMConfig | None:
         """The served audio-LLM named by the arguments, else MURMURSCOPE_AUDIO_LLM_URL / _MODEL; None if neither."""
-        url = base_url or os.environ.get("MURMURSCOPE_AUDIO_LLM_URL")
+        env = {f.name: os.environ.get(f.metadata["env"]) for f in fields(cls) if "env" in f.metadata}
+        url = base_url or env["base_url"]
         if not url:
             return None
-        return cls(base_url=url, model=model or os.environ.get("MURMURSCOPE_AUDIO_LLM_MODEL") or cls.model)
+        return cls(base_url=url, model=model or env["model"] or cls.model)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import httpx
 
 from assistant.errors import MurmurScopeError
 
-REPO_VLLM_PYTHON = Path(__file__).resolve().parents[1] / ".venv-vllm" / "bin" / "python"
-LAUNCHER = Path(__file__).resolve().with_name("llm_server.py")
+REPO_VLLM_PYTHON = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
+LAUNCHER = Path(__file__).resolve().with_name("vllm_entry.py")
 
 
 class LLMServerError(MurmurScopeError):
@@ -35,17 +35,20 @@ def default_vllm_python() -> str:
 
 @dataclass(frozen=True)
 class LLMServerConfig:
-    model: Path
-    host: str = "127.0.0.1"
-    port: int = 8001
-    served_model_name: str | None = None
-    vllm_python: str = field(default_factory=default_vllm_python)
-    dtype: str = "auto"
-    max_model_len: int = 2048
-    enforce_eager: bool = True
-    tensor_parallel_size: int = 1
-    startup_timeout: float = 600.0
-    log_file: Path | None = None
+    model: Path = field(metadata={"help": "Merged model folder (`murmurscope finetune merge`)."})
+    host: str = field(default="127.0.0.1", metadata={"help": "Interface to listen on."})
+    port: int = field(default=8001, metadata={"help": "TCP port."})
+    served_model_name: str | None = field(default=None, metadata={
+        "help": "Model name clients ask for (default: folder)."})
+    vllm_python: str = field(default_factory=default_vllm_python, metadata={
+        "help": "Interpreter with vLLM (default: $MURMURSCOPE_VLLM_PYTHON, else .venv-vllm)."})
+    dtype: str = field(default="auto", metadata={"help": "vLLM --dtype (auto, bfloat16, float32)."})
+    max_model_len: int = field(default=2048, metadata={"help": "vLLM --max-model-len."})
+    enforce_eager: bool = field(default=True, metadata={"help": "Skip graph capture and compilation (starts faster)."})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs to shard the model over."})
+    startup_timeout: float = field(default=600.0, metadata={"help": "Seconds to wait for the server to become ready."})
+    log_file: Path | None = field(default=None, metadata={
+        "help": "Append the server's output here [default: this terminal]."})
 
     @property
     def name(self) -> str:

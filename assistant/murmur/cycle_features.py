@@ -10,25 +10,20 @@ the stethoscope's gain cancels. What comes out is a small "mel group x phase" im
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from assistant.data.segmentation import State
-
-PHASES = (State.S1, State.SYSTOLE, State.S2, State.DIASTOLE)
+from assistant.data.segmentation import complete_cycles
 
 
 @dataclass(frozen=True)
 class CycleConfig:
-    sound_bins: int = 4  # S1 and S2 each
-    systole_bins: int = 16
-    diastole_bins: int = 16
-    mel_groups: int = 8  # adjacent mel bins averaged together
-    min_cycles: int = 2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    sound_bins: int = field(default=4, metadata={"help": "Phase bins for S1 and for S2 in the cycle image."})
+    systole_bins: int = field(default=16, metadata={"help": "Phase bins for systole."})
+    diastole_bins: int = field(default=16, metadata={"help": "Phase bins for diastole."})
+    mel_groups: int = field(default=8, metadata={"help": "Groups of adjacent mel bins averaged together."})
+    min_cycles: int = field(default=2, metadata={"help": "Fewest heart cycles for a cycle image."})
 
     @property
     def phase_bins(self) -> tuple[int, int, int, int]:
@@ -52,22 +47,6 @@ def _bin_means(x: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _cycles(states: np.ndarray) -> list[list[tuple[int, int]]]:
-    """Complete cycles S1 -> systole -> S2 -> diastole as four (start, end) frame ranges each."""
-    s = np.asarray(states)
-    change = np.flatnonzero(np.diff(s)) + 1
-    starts = np.concatenate([[0], change])
-    ends = np.concatenate([change, [len(s)]])
-    runs = [(int(s[a]), int(a), int(b)) for a, b in zip(starts, ends)]
-    order = [int(p) for p in PHASES]
-    cycles = []
-    for i in range(len(runs) - 3):
-        window = runs[i : i + 4]
-        if [r[0] for r in window] == order:
-            cycles.append([(a, b) for _, a, b in window])
-    return cycles
-
-
 def cycle_image(log_mel: np.ndarray, states: np.ndarray, config: CycleConfig = CycleConfig()) -> np.ndarray | None:
     """(n_mels, T) natural-log mel power + (T',) segmenter states at the same frame rate ->
     (mel_groups, sum(phase_bins)) log power relative to the S1/S2 energy, or None with too few cycles."""
@@ -75,12 +54,13 @@ def cycle_image(log_mel: np.ndarray, states: np.ndarray, config: CycleConfig = C
     mel, states = np.asarray(log_mel[:, :t], dtype=np.float64), np.asarray(states[:t])
     groups = np.array_split(np.arange(mel.shape[0]), config.mel_groups)
     power = np.stack([np.exp(mel[g]).mean(axis=0) for g in groups])  # mean power per mel group
-    cycles = _cycles(states)
+    # Not `closed`: a last diastole cut by the end of the recording still has frames to average.
+    cycles = complete_cycles(states, closed=False)
     if len(cycles) < config.min_cycles:
         return None
     images = []
     for cycle in cycles:
-        parts = [_bin_means(power[:, a:b], n) for (a, b), n in zip(cycle, config.phase_bins)]
+        parts = [_bin_means(power[:, int(iv.start) : int(iv.end)], n) for iv, n in zip(cycle.phases, config.phase_bins)]
         images.append(np.log(np.concatenate(parts, axis=1) + 1e-12))
     image = np.median(np.stack(images), axis=0)
     n = config.sound_bins

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -33,13 +33,11 @@ class Encoder(nn.Module, abc.ABC):
 @dataclass(frozen=True)
 class CNNConfig:
     mel: MelConfig = CIRCOR_MEL
-    channels: tuple[int, ...] = (64, 96, 128, 128)
-    kernel: int = 5
-    dim: int = 128
-    dropout: float = 0.2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    channels: tuple[int, ...] = field(default=(64, 96, 128, 128), metadata={
+        "help": "Channels of the CNN's convolution blocks (comma-separated)."})
+    kernel: int = field(default=5, metadata={"help": "Convolution kernel size."})
+    dim: int = field(default=128, metadata={"help": "Embedding width."})
+    dropout: float = field(default=0.2, metadata={"help": "Dropout of the encoder."})
 
     @classmethod
     def from_dict(cls, d: dict) -> CNNConfig:

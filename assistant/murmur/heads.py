@@ -9,7 +9,7 @@ linear head on each site token, before any mixing, gives per-recording probabili
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -22,16 +22,13 @@ N_CLASSES = 3
 
 @dataclass(frozen=True)
 class HeadConfig:
-    in_dim: int = 128
-    d_model: int = 128
-    layers: int = 4
-    heads: int = 4
-    ff_dim: int = 256
-    n_heads_out: int = 3
-    dropout: float = 0.2
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    in_dim: int = field(default=128, metadata={"help": "Embedding width the head reads (the encoder's)."})
+    d_model: int = field(default=128, metadata={"help": "Transformer width of the multi-site head."})
+    layers: int = field(default=4, metadata={"help": "Transformer layers."})
+    heads: int = field(default=4, metadata={"help": "Attention heads."})
+    ff_dim: int = field(default=256, metadata={"help": "Feed-forward width."})
+    n_heads_out: int = field(default=3, metadata={"help": "Output classes (Present, Unknown, Absent)."})
+    dropout: float = field(default=0.2, metadata={"help": "Dropout of the head."})
 
 
 class AttentionPool(nn.Module):

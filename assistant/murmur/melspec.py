@@ -8,7 +8,7 @@ to 16 kHz everything above 2 kHz is empty and about half of M2D's mel bins carry
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import librosa
 import numpy as np
@@ -18,14 +18,14 @@ from torch import nn
 
 @dataclass(frozen=True)
 class MelConfig:
-    rate: int = 16000
-    n_fft: int = 400
-    win_length: int = 400
-    hop_length: int = 160
-    n_mels: int = 80
-    f_min: float = 50.0
-    f_max: float = 8000.0
-    eps: float = float(torch.finfo(torch.float32).eps)
+    rate: int = field(default=16000, metadata={"help": "Sample rate the log-mel is computed at (Hz)."})
+    n_fft: int = field(default=400, metadata={"help": "FFT size."})
+    win_length: int = field(default=400, metadata={"help": "Window length (samples)."})
+    hop_length: int = field(default=160, metadata={"help": "Hop length (samples)."})
+    n_mels: int = field(default=80, metadata={"help": "Mel bins."})
+    f_min: float = field(default=50.0, metadata={"help": "Lowest mel frequency (Hz)."})
+    f_max: float = field(default=8000.0, metadata={"help": "Highest mel frequency (Hz)."})
+    eps: float = field(default=float(torch.finfo(torch.float32).eps), metadata={"help": "Floor added before the log."})
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -26,7 +27,11 @@ from assistant.murmur.melspec import LogMel
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 WEIGHTS_NAME = "murmur.safetensors"
 CONFIG_NAME = "murmur.json"
-DECISIONS = ("head", "niizumi")
+# head: the multi-site head's call; any_recording: `any_recording_rule` over the recordings' calls.
+Decision = Literal["head", "any_recording"]
+DECISIONS: tuple[str, ...] = get_args(Decision)
+# Earlier names of a decision, still read from a saved murmur.json.
+RENAMED_DECISIONS = {"niizumi": "any_recording"}
 # What the feature heads read per site: the encoder's clip embedding, the cycle-synchronous log-mel
 # (assistant.murmur.cycle_features, needs the segmenter), or both side by side.
 FEATURE_INPUTS = ("embedding", "cycle", "both")
@@ -115,6 +120,8 @@ class MurmurConfig:
         d["head"] = HeadConfig(**d["head"])
         if "cycle" in d:
             d["cycle"] = CycleConfig(**d["cycle"])
+        if d.get("decision") in RENAMED_DECISIONS:
+            d["decision"] = RENAMED_DECISIONS[d["decision"]]
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
@@ -151,8 +158,8 @@ def standardise_cycles(vectors: torch.Tensor, mean: torch.Tensor, std: torch.Ten
     return torch.cat([(vectors[..., :-1] - mean) / std * found, found], -1)
 
 
-def niizumi_rule(recording_probs: list[dict[str, float]]) -> tuple[str, dict[str, float]]:
-    """Present if any recording is, else Unknown if any is, else Absent (Niizumi et al., EMBC 2024).
+def any_recording_rule(recording_probs: list[dict[str, float]]) -> tuple[str, dict[str, float]]:
+    """Present if any recording is, else Unknown if any is, else Absent (as in Niizumi et al., EMBC 2024).
 
     The patient's probabilities are those of the recording that decided: the one with the highest
     probability of the winning class.
@@ -274,8 +281,8 @@ class MurmurModel(torch.nn.Module):
                                                   for k, head in enumerate(self.heads)]))
         rec_logits = rec_logits / self.config.recording_temperature
         recordings = [RecordingPrediction(n, s, _probs(lg)) for n, s, lg in zip(names, sites, rec_logits)]
-        if self.config.decision == "niizumi":
-            murmur, probs = niizumi_rule([r.probabilities for r in recordings])
+        if self.config.decision == "any_recording":
+            murmur, probs = any_recording_rule([r.probabilities for r in recordings])
         else:
             murmur = max(probs, key=probs.get)
         feature_tokens = member_tokens

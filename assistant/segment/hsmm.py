@@ -111,7 +111,6 @@ def autocorrelation_heart_rate(
 @dataclass(frozen=True)
 class Decoded:
     states: np.ndarray  # (T,) int, 0-based states
-    log_likelihood: float
 
 
 def viterbi(log_emission: np.ndarray, log_duration: np.ndarray, log_survival: np.ndarray) -> Decoded:
@@ -154,7 +153,6 @@ def viterbi(log_emission: np.ndarray, log_duration: np.ndarray, log_survival: np
         final = cand[arg, cols]
         final_back = arg + 1
     state = int(np.argmax(final))
-    score = float(final[state])
     states = np.empty(t_total, dtype=np.int64)
     b, d = t_total, int(final_back[state])
     while True:
@@ -165,4 +163,4 @@ def viterbi(log_emission: np.ndarray, log_duration: np.ndarray, log_survival: np
         b -= d
         state = int(_PREVIOUS[state])
         d = int(back[b, state])
-    return Decoded(states, score)
+    return Decoded(states)

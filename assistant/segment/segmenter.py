@@ -12,12 +12,13 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from assistant.data.audio import Recording
-from assistant.data.segmentation import Segmentation, State
+from assistant.data.segmentation import Segmentation, State, complete_cycles
 from assistant.errors import MurmurScopeError
 from assistant.segment.emission_models import LogisticEmission, NetConfig, SegmenterNet
 from assistant.segment.envelopes import FRAME_RATE, EnvelopeConfig, frame_features
@@ -33,14 +34,20 @@ class WeightsError(MurmurScopeError):
     """Segmenter weights that are missing or do not match the code."""
 
 
+# Which emission model scores the HSMM's states: the TCN, or Springer's logistic regression (the baseline).
+Emission = Literal["neural", "logistic"]
+
+
 @dataclass(frozen=True)
 class SegmenterConfig:
-    emission: str = "neural"
-    min_bpm: float = 40.0
-    max_bpm: float = 220.0
-    min_quality: float = 0.5
-    min_cycles: int = 3
-    max_not_heart: float = 0.5  # a second of audio more likely not heart audio than heart audio gets state 0
+    emission: Emission = field(default="neural", metadata={"help": "neural or logistic."})
+    min_bpm: float = field(default=40.0, metadata={"help": "Slowest heart rate searched (bpm)."})
+    max_bpm: float = field(default=220.0, metadata={"help": "Fastest heart rate searched (bpm)."})
+    min_quality: float = field(default=0.5, metadata={
+        "help": "Quality below which a recording's cycles are not reliable."})
+    min_cycles: int = field(default=3, metadata={"help": "Fewest complete cycles for a reliable result."})
+    max_not_heart: float = field(default=0.5, metadata={
+        "help": "Not-heart probability above which a second of audio gets state 0."})
 
 
 @dataclass(frozen=True)
@@ -71,19 +78,9 @@ class SegmentResult:
     stats: QualityStats | None = field(default=None, compare=False)
 
     def cycles(self) -> list[tuple[float, float]]:
-        """(start_s, end_s) of each complete cycle: an S1 onset to the next, with all four states between."""
-        return [(a / self.frame_rate, b / self.frame_rate) for a, b in _cycle_frames(self.states)]
-
-
-def _cycle_frames(states: np.ndarray) -> list[tuple[int, int]]:
-    s = np.asarray(states)
-    onsets = np.flatnonzero((s == State.S1) & (np.concatenate([[State.UNANNOTATED], s[:-1]]) != State.S1))
-    out = []
-    for a, b in zip(onsets[:-1], onsets[1:]):
-        seen = s[a:b]
-        if np.all(seen != State.UNANNOTATED) and all(np.any(seen == st) for st in (2, 3, 4)):
-            out.append((int(a), int(b)))
-    return out
+        """(start_s, end_s) of each complete cycle (`complete_cycles`): an S1 onset to the next."""
+        return [(float(c.start) / self.frame_rate, float(c.end) / self.frame_rate)
+                for c in complete_cycles(self.states)]
 
 
 class Segmenter:
@@ -186,8 +183,8 @@ class Segmenter:
         states = (decoded + 1).astype(np.int8)
         local = np.convolve(not_heart, np.full(FRAME_RATE, 1.0 / FRAME_RATE), mode="same")
         states[local > self.config.max_not_heart] = State.UNANNOTATED
-        cycles = _cycle_frames(states)
-        lengths = np.array([b - a for a, b in cycles], dtype=np.float64)
+        cycles = complete_cycles(states)
+        lengths = np.array([c.end - c.start for c in cycles], dtype=np.float64)
         regularity = float(np.clip(1 - lengths.std() / lengths.mean(), 0, 1)) if lengths.size >= 2 else 0.0
         stats = QualityStats(float(post[np.arange(t), decoded].mean()), hr.confidence, regularity,
                              1.0 - float(not_heart.mean()))

@@ -16,7 +16,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -59,17 +59,19 @@ OPEN_PATHS = ("/health",)
 
 @dataclass(frozen=True)
 class APIConfig:
-    """Mirrored by `murmurscope serve api` options."""
+    """What `murmurscope serve api` serves; its options are built from these fields."""
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    api_key: str | None = None
-    max_upload_mb: float = 25.0
-    allow_remote_audio: bool = False
-    allowed_local_audio_dir: Path | None = None
-    upload_dir: Path | None = None
-    model_name: str = "murmurscope"
-    max_recordings: int = 8
+    host: str = field(default="127.0.0.1", metadata={"help": "Interface to bind."})
+    port: int = field(default=8080, metadata={"help": "Port."})
+    api_key: str | None = field(default=None, metadata={
+        "help": "Require this bearer key.", "env": "MURMURSCOPE_API_KEY"})
+    max_upload_mb: float = field(default=25.0, metadata={"help": "Largest request body."})
+    allow_remote_audio: bool = field(default=False, metadata={"help": "Fetch http(s) audio URLs."})
+    allowed_local_audio_dir: Path | None = field(default=None, metadata={
+        "help": "Allow file:// audio under this folder."})
+    upload_dir: Path | None = field(default=None, metadata={"help": "Where uploads are decoded (then deleted)."})
+    model_name: str = field(default="murmurscope", metadata={"help": "The model id clients ask for."})
+    max_recordings: int = field(default=8, metadata={"help": "Most recordings one request may carry."})
 
 
 class APIError(Exception):

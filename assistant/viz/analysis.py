@@ -12,14 +12,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
 
 from assistant.consult.findings import Findings, SegmentationFinding  # noqa: E402
 from assistant.data.audio import Recording  # noqa: E402
 from assistant.data.labels import MURMUR_CLASSES  # noqa: E402
-
-STATE_COLORS = {1: ("S1", "tab:red"), 2: ("systole", "tab:orange"), 3: ("S2", "tab:blue"), 4: ("diastole", "tab:green")}
-CLASS_COLORS = {"Present": "tab:red", "Unknown": "tab:gray", "Absent": "tab:green"}
+from assistant.viz.colors import CLASS_COLORS, STATE_ALPHA, STATE_COLORS, state_legend  # noqa: E402
 
 
 def draw_waveform(ax, rec: Recording, seg: SegmentationFinding | None, window_s: float | None = None) -> None:
@@ -28,7 +25,7 @@ def draw_waveform(ax, rec: Recording, seg: SegmentationFinding | None, window_s:
     ax.plot(t, rec.samples[:n], color="black", linewidth=0.4)
     for start, end, state in (seg.intervals if seg else []):
         if state in STATE_COLORS and start < t[-1]:
-            ax.axvspan(start, min(end, t[-1]), color=STATE_COLORS[state][1], alpha=0.18, linewidth=0)
+            ax.axvspan(start, min(end, t[-1]), color=STATE_COLORS[state], alpha=STATE_ALPHA, linewidth=0)
     ax.set_xlim(0, t[-1])
     ax.set_ylabel("amplitude")
 
@@ -59,8 +56,7 @@ def recording_figure(rec: Recording, seg: SegmentationFinding | None, window_s: 
     draw_waveform(ax_w, rec, seg, window_s)
     draw_spectrogram(ax_s, rec, window_s)
     ax_s.set_xlabel("time (s)")
-    ax_w.legend(handles=[Patch(color=c, alpha=0.35, label=name) for name, c in STATE_COLORS.values()],
-                loc="upper right", ncol=4, fontsize=7)
+    ax_w.legend(handles=state_legend(), loc="upper right", ncol=4, fontsize=7)
     return fig
 
 
@@ -83,8 +79,7 @@ def findings_figure(recordings: Sequence[Recording], findings: Findings, window_
                        + f" · first {shown:.0f} s of {rec.duration:.0f} s", fontsize=9, loc="left")
     ax_s.set_xlabel("time (s)")
     # Above the first recording rather than over a waveform, where it would hide heart sounds.
-    fig.legend(handles=[Patch(color=c, alpha=0.35, label=name) for name, c in STATE_COLORS.values()],
-               loc="outside upper right", ncol=4, fontsize=8)
+    fig.legend(handles=state_legend(), loc="outside upper right", ncol=4, fontsize=8)
     draw_probabilities(fig.add_subplot(grid[-1]), findings.probabilities,
                        f"patient {findings.patient_id}: murmur {findings.murmur}")
     return fig

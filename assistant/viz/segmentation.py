@@ -8,8 +8,7 @@ import numpy as np
 
 from assistant.data.audio import Recording
 from assistant.data.segmentation import State
-
-STATE_COLOURS = {State.S1: "#d62728", State.SYSTOLE: "#ffbb78", State.S2: "#1f77b4", State.DIASTOLE: "#c5e3f6"}
+from assistant.viz.colors import STATE_ALPHA, STATE_COLORS, state_legend
 
 
 def plot_segmentation(rec: Recording, result, path: str | Path, seconds: float | None = None) -> Path:
@@ -18,7 +17,6 @@ def plot_segmentation(rec: Recording, result, path: str | Path, seconds: float |
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
 
     path = Path(path)
     end = rec.duration if seconds is None else min(seconds, rec.duration)
@@ -27,14 +25,13 @@ def plot_segmentation(rec: Recording, result, path: str | Path, seconds: float |
     fig, ax = plt.subplots(figsize=(max(8.0, min(end, 30.0) * 0.8), 3.2))
     for iv in result.segmentation.intervals:
         if iv.state != State.UNANNOTATED and iv.start < end:
-            ax.axvspan(iv.start, min(iv.end, end), color=STATE_COLOURS[iv.state], alpha=0.6, lw=0)
+            ax.axvspan(iv.start, min(iv.end, end), color=STATE_COLORS[iv.state], alpha=STATE_ALPHA, lw=0)
     ax.plot(t, rec.samples[:n], color="black", lw=0.4)
     ax.set_xlim(0, end)
     ax.set_xlabel("time (s)")
     hr = f"{result.heart_rate:.0f} bpm" if result.heart_rate else "no heart rate"
     ax.set_title(f"{Path(rec.source).name} · {hr} · quality {result.quality:.2f} · {result.message}", fontsize=9)
-    ax.legend(handles=[Patch(color=c, label=s.name.lower()) for s, c in STATE_COLOURS.items()], loc="upper right",
-              fontsize=7, ncol=4)
+    ax.legend(handles=state_legend(), loc="upper right", fontsize=7, ncol=4)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
