@@ -34,8 +34,12 @@ def folder_fingerprint(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def model_versions(config: AnalysisConfig = AnalysisConfig()) -> list[ModelVersion]:
-    """The segmenter (always the shipped one), the murmur model and the guidance index of `config`."""
+def model_versions(config: AnalysisConfig | None = AnalysisConfig()) -> list[ModelVersion]:
+    """The segmenter (always the shipped one), the murmur model and the guidance index of `config`;
+    None (an Analyzer built by hand, not by load()) says so rather than guess."""
+    if config is None:
+        return [ModelVersion(name, "not recorded", "not recorded")
+                for name in ("segmenter", "murmur model", "guidance index")]
     folders = [("segmenter", None, SEGMENTER_WEIGHTS), ("murmur model", config.murmur_model, MURMUR_WEIGHTS),
                ("guidance index", config.index_dir, PREBUILT_DIR)]
     return [ModelVersion(name, "shipped" if given is None else "custom",
