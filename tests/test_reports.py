@@ -7,6 +7,7 @@ import base64
 import hashlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -36,12 +37,13 @@ def resources(bundle: dict, kind: str) -> list[dict]:
 
 
 def without_pdf(bundle: dict) -> str:
-    """The bundle as text without the base64 PDF (whose digits would match any number by chance)."""
+    """The bundle as text without the base64 PDF and the random uuids (whose digits would match a number
+    by chance)."""
     text = json.dumps(bundle)
     for r in resources(bundle, "DiagnosticReport"):
         for form in r.get("presentedForm", []):
             text = text.replace(form["data"], "")
-    return text
+    return re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "<uuid>", text)
 
 
 def by_code(observations: list[dict], code: str) -> list[dict]:
