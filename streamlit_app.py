@@ -95,6 +95,37 @@ def show_findings() -> None:
     st.caption(f.disclaimer)
 
 
+def show_downloads() -> None:
+    """PDF and FHIR downloads of the analysis on screen; made when a button is clicked, not on every rerun."""
+    from assistant.report.document import check_patient_id
+    from assistant.report.outputs import make_reports
+
+    f, recordings = st.session_state.findings, st.session_state.recordings
+    st.markdown("**Reports to file**")
+    entered = st.text_input("Patient id (optional)", key="patient_id",
+                            help="Written into the PDF and FHIR reports. Without it they say 'anonymous'; "
+                                 "file names are never written into them.")
+    try:
+        patient_id = check_patient_id(entered)
+    except MurmurScopeError as e:
+        st.error(str(e))
+        return
+    analyzer, made = load_consultation().analyzer, {}
+
+    def reports():
+        # One analysis, both formats: the PDF is made once and also goes into the FHIR bundle.
+        if "reports" not in made:
+            made["reports"] = make_reports(analyzer, f, recordings, patient_id)
+        return made["reports"]
+
+    name = f"murmurscope_{patient_id or 'anonymous'}"
+    left, right = st.columns(2)
+    left.download_button("Download PDF report", lambda: reports().pdf, file_name=f"{name}.pdf",
+                         mime="application/pdf", on_click="ignore", key="download-pdf")
+    right.download_button("Download FHIR bundle", lambda: reports().fhir, file_name=f"{name}.fhir.json",
+                          mime="application/fhir+json", on_click="ignore", key="download-fhir")
+
+
 def show_chat() -> None:
     for m in st.session_state.messages:
         with st.chat_message(m["role"]):
@@ -135,6 +166,7 @@ def main() -> None:
                 report(e)
     if "findings" in st.session_state:
         show_findings()
+        show_downloads()
         show_chat()
 
 

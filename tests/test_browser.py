@@ -13,6 +13,7 @@ import pytest
 
 from assistant.data.audio import write_recording
 from tests.live_server import free_port
+from tests.test_reports import pdf_text
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
 CHROMIUM = "/usr/bin/chromium"
@@ -72,5 +73,11 @@ def test_upload_and_see_results(streamlit_url, synth_recordings, tmp_path):
         page.get_by_text("heart rate", exact=False).first.wait_for()
         assert "Traceback" not in page.content()
         page.screenshot(path=str(SCREENSHOT), full_page=True)
+        # The report buttons make their file on click (a deferred download through the real server).
+        with page.expect_download(timeout=120_000) as download:
+            page.get_by_role("button", name="Download PDF report").click()
+        assert download.value.suggested_filename == "murmurscope_anonymous.pdf"
+        pdf = Path(download.value.path()).read_bytes()
         browser.close()
     assert SCREENSHOT.stat().st_size > 50_000
+    assert pdf[:5] == b"%PDF-" and "9001" not in pdf_text(pdf)

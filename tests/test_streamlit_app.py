@@ -49,3 +49,38 @@ def test_bad_upload_is_a_message(app, synth_recordings):
     assert not app.exception
     assert len(app.error) == 1 and app.error[0].value.startswith("notes.wav: ")
     assert "Traceback" not in app.error[0].value and "findings" not in app.session_state
+
+
+def test_report_downloads_after_analysis(app, synth_recordings, monkeypatch):
+    import json
+
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    from tests.test_reports import pdf_text, resources
+
+    # The buttons make their files when clicked (deferred callables): keep them to call here.
+    made = {}
+    add_deferred = MediaFileManager.add_deferred
+
+    def keep(self, data_callable, mimetype, coordinates, file_name=None, **kw):
+        made[file_name] = data_callable
+        return add_deferred(self, data_callable, mimetype, coordinates, file_name, **kw)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", keep)
+    assert not app.download_button  # nothing to download before an analysis
+    app.file_uploader[0].set_value([(f"9001_{r.site}.wav", wav_bytes(r), "audio/wav") for r in synth_recordings[:1]])
+    app.run()
+    app.button[0].click().run()
+    assert not app.exception and not app.error
+    assert [b.label for b in app.download_button] == ["Download PDF report", "Download FHIR bundle"]
+    assert app.text_input(key="patient_id").value == ""
+    app.text_input(key="patient_id").set_value("not an id!").run()
+    assert not app.exception and "patient id" in app.error[0].value and not app.download_button
+    app.text_input(key="patient_id").set_value("MRN-3").run()
+    assert not app.error and len(app.download_button) == 2
+    findings = app.session_state.findings
+    text = pdf_text(made["murmurscope_MRN-3.pdf"]())
+    assert "MRN-3" in text and f"Murmur: {findings.murmur}" in text and "9001_AV.wav" not in text
+    bundle = json.loads(made["murmurscope_MRN-3.fhir.json"]())
+    assert resources(bundle, "DiagnosticReport")[0]["subject"]["identifier"]["value"] == "MRN-3"
+    assert made["murmurscope_anonymous.pdf"]()[:5] == b"%PDF-"

@@ -33,22 +33,38 @@ def analyze(
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
     plot: Annotated[bool, typer.Option("--plot", help="Write a PNG per patient.")] = False,
     plot_dir: Annotated[Path, typer.Option(help="Folder for the PNGs.")] = Path("."),
+    report: Annotated[Path | None, typer.Option(
+        help="Write a PDF consultation report (several patients: one file each, the patient's id added to the "
+             "name).")] = None,
+    fhir: Annotated[Path | None, typer.Option(
+        help="Write a FHIR R4 Bundle as JSON, the PDF inside (several patients: as --report).")] = None,
+    patient_id: Annotated[str | None, typer.Option(
+        help="The patient's id, written into the reports (one patient only). Without it they say 'anonymous' "
+             "and name recordings rec1, rec2, ...")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing --report/--fhir files.")] = False,
 ) -> None:
     """Segmentation, murmur call, features and the matching guidance for each patient, offline."""
     from rich.markdown import Markdown
 
     from assistant.data.inputs import load_inputs
+    from assistant.report.document import check_patient_id
 
-    # Inputs first: a bad file is reported before any model loads.
+    # Inputs and output files first: a bad file or a refused target is reported before any model loads.
+    patient_id = check_patient_id(patient_id)
     patients = load_inputs(paths)
+    if patient_id is not None and len(patients) > 1:
+        raise MurmurScopeError(f"--patient-id names one patient; the inputs hold {len(patients)}")
+    targets = _report_targets(report, fhir, patients, paths, force)
     from assistant.consult.analyzer import Analyzer
     from assistant.consult.report import report_markdown
 
     analyzer = Analyzer.load(config)
     results = []
-    for p in patients:
-        findings = analyzer.analyze(p.recordings, ids=p.ids, patient_id=p.patient_id)
+    for k, p in enumerate(patients):
+        findings = analyzer.analyze(p.recordings, ids=p.ids, patient_id=patient_id or p.patient_id)
         results.append(findings)
+        if targets:
+            _write_reports(analyzer, findings, p.recordings, patient_id, targets, k)
         if plot:
             from assistant.viz.analysis import save_findings_figure
 
@@ -59,6 +75,27 @@ def analyze(
             out.print(Markdown(f"# Patient {p.patient_id}\n\n" + report_markdown(findings)))
     if as_json:
         print(json.dumps([f.model_dump() for f in results], indent=2))
+
+
+def _report_targets(report: Path | None, fhir: Path | None, patients, inputs: list[Path],
+                    force: bool) -> dict[str, list[Path]]:
+    from assistant.report.outputs import check_targets, output_paths
+
+    keys = [p.patient_id for p in patients]
+    targets = {kind: output_paths(path, keys) for kind, path in (("pdf", report), ("fhir", fhir)) if path}
+    sources = [Path(r.source) for p in patients for r in p.recordings if not r.source.startswith("<")]
+    check_targets([t for paths in targets.values() for t in paths], [*inputs, *sources], force)
+    return targets
+
+
+def _write_reports(analyzer, findings, recordings, patient_id: str | None, targets: dict[str, list[Path]],
+                   k: int) -> None:
+    from assistant.report.outputs import make_reports, write_file
+
+    made = make_reports(analyzer, findings, recordings, patient_id)
+    for kind, paths in targets.items():
+        write_file(paths[k], made.pdf if kind == "pdf" else made.fhir.encode())
+        err.print(f"{'report' if kind == 'pdf' else 'fhir'}: {paths[k]}")
 
 
 @from_config(chat_model=CHAT_MODEL, audio_llm=AUDIO_LLM)

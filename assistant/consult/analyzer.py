@@ -63,8 +63,9 @@ class Analyzer:
     """Loaded models, reused across calls (the warm path the API and the app keep in memory)."""
 
     def __init__(self, murmur_model: MurmurModel, retriever: Retriever | None = None, guidance_k: int = 3,
-                 segmenter: Segmenter | None = None):
+                 segmenter: Segmenter | None = None, config: AnalysisConfig | None = None):
         self.murmur_model = murmur_model
+        self.config = config  # what load() loaded (reports fingerprint those weights); None when built by hand
         self.retriever = retriever
         self.guidance_k = guidance_k
         self.segmenter = segmenter
@@ -76,7 +77,7 @@ class Analyzer:
     @classmethod
     def load(cls, config: AnalysisConfig = AnalysisConfig()) -> Analyzer:
         return cls(MurmurModel.load(config.murmur_model), Retriever.load(config.index_dir), config.guidance_k,
-                   default_segmenter())
+                   default_segmenter(), config)
 
     def segment(self, recording: Recording) -> SegmentationFinding:
         with self._model_lock:

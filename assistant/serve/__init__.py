@@ -1,4 +1,4 @@
 """The OpenAI-compatible HTTP API: the wire protocol (pydantic) and the FastAPI app with its routes.
 
-May import assistant.data and assistant.consult, not the models' internals.
+May import assistant.data, assistant.consult and assistant.report, not the models' internals.
 """

@@ -31,6 +31,7 @@ from assistant.consult.findings import Findings
 from assistant.data.audio import SITES, Recording, load_recording
 from assistant.data.uploads import anonymous, decode_upload
 from assistant.errors import AudioError, MurmurScopeError, NotAudioError
+from assistant.report.document import check_patient_id
 from assistant.serve.protocol import (
     AssistantMessage,
     AudioURLPart,
@@ -48,11 +49,20 @@ from assistant.serve.protocol import (
     StreamChoice,
     TextPart,
 )
+from assistant.serve.report_formats import (
+    FORMAT_HELP,
+    JSON,
+    RESPONSES,
+    FormatError,
+    report_response,
+    wanted_media_type,
+)
 
 log = logging.getLogger("murmurscope.api")
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 405: "invalid_request_error", 411: "invalid_request_error",
-               413: "invalid_request_error", 415: "invalid_request_error", 422: "invalid_request_error"}
+               406: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error",
+               422: "invalid_request_error"}
 _DATA_URL = re.compile(r"^data:audio/(?P<fmt>[\w.+-]+)?(?:;[^,]*)?;base64,(?P<data>.*)$", re.DOTALL)
 OPEN_PATHS = ("/health",)
 
@@ -141,9 +151,18 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
     def models() -> ModelList:
         return ModelList(data=[ModelCard(id=config.model_name)])
 
-    @app.post("/v1/analyze", response_model=Findings, responses={400: {"model": ErrorResponse}})
-    def analyze(files: list[UploadFile] = File(..., description="One recording per auscultation site."),
-                sites: list[str] | None = Form(None, description="The site of each file, in order.")) -> Findings:
+    @app.post("/v1/analyze", response_model=Findings, responses={400: {"model": ErrorResponse}, **RESPONSES})
+    def analyze(request: Request,
+                files: list[UploadFile] = File(..., description="One recording per auscultation site."),
+                sites: list[str] | None = Form(None, description="The site of each file, in order."),
+                patient_id: str | None = Form(None, description="The patient's id, written into the PDF and FHIR "
+                                              "reports; without it they say 'anonymous'. File names never are."),
+                format_: str | None = Form(None, alias="format", description=FORMAT_HELP)):
+        try:
+            media_type = wanted_media_type(format_, request.headers.get("accept"))
+        except FormatError as e:
+            raise APIError(e.status, str(e), "format") from None
+        patient_id = check_patient_id(patient_id)
         if len(files) > config.max_recordings:
             raise APIError(400, f"at most {config.max_recordings} recordings per request", "files")
         if sites and len(sites) != len(files):
@@ -156,7 +175,10 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
             suffix = Path(upload.filename or "").suffix.lower() or ".wav"
             recordings.append(_decode(upload.file.read(), suffix, site, config, f"file {k + 1}"))
         ids = [f"rec{k + 1}" for k in range(len(recordings))]
-        return consultation.analyzer.analyze(recordings, ids=ids)
+        findings = consultation.analyzer.analyze(recordings, ids=ids, patient_id=patient_id or "upload")
+        if media_type == JSON:
+            return findings
+        return report_response(media_type, consultation.analyzer, findings, recordings, patient_id)
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse,
               responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}})
