@@ -111,7 +111,7 @@ def test_audio_llm_tool_only_when_configured(analyzer, synth_recordings):
     assert "ask_audio_llm" in model.bound_tools
 
 
-def test_without_chat_model_the_reply_is_findings_and_guidance(analyzer, synth_recordings):
+def test_without_chat_model_the_reply_answers_first_then_guidance(analyzer, synth_recordings):
     c = Consultation(analyzer)
     conv = c.new_conversation()
     for rec in synth_recordings:
@@ -119,8 +119,9 @@ def test_without_chat_model_the_reply_is_findings_and_guidance(analyzer, synth_r
     reply = c.ask(conv, "should I refer for echocardiography?")
     assert reply.notice and "No chat model" in reply.notice
     assert reply.findings is not None and reply.findings.guidance
-    assert reply.text.startswith("> No chat model")
-    assert f"**Murmur: {reply.findings.murmur}**" in reply.text
+    assert reply.text.startswith("**Referral: the clinician's decision.**")
+    assert f"P({reply.findings.murmur})" in reply.text.split("\n\n")[0]
+    assert reply.text.split("\n\n")[-1].startswith("> No chat model")
     assert "[1]" in reply.text and "decision support, not a diagnosis" in reply.text
 
 
@@ -134,7 +135,7 @@ def test_unreachable_chat_model_falls_back(analyzer, synth_recordings):
     reply = c.ask(conv, "murmur?")
     assert "could not be used (unreachable)" in reply.notice and reply.findings is not None
     streamed = "".join(c.stream(conv, "again?"))
-    assert "could not be used" in streamed and "**Murmur:" in streamed
+    assert "could not be used" in streamed and "Evidence: 1 recording(s): rec1" in streamed
 
 
 def test_stream_yields_the_final_answer(analyzer, synth_recordings):
