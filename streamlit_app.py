@@ -3,7 +3,8 @@ spectrogram and the murmur call, then ask the consultation agent about them.
 
 Run: `streamlit run streamlit_app.py`. The chat model comes from MURMURSCOPE_CHAT_BASE_URL /
 MURMURSCOPE_CHAT_MODEL; the audio-LLM tool from MURMURSCOPE_AUDIO_LLM_URL / MURMURSCOPE_AUDIO_LLM_MODEL.
-Without a chat model the chat answers with the findings and the guidance, and says so.
+Without a chat model the chat answers the question's topic from the findings, with short guidance
+excerpts (the full passages in an expander), and says so.
 """
 
 from __future__ import annotations
@@ -97,10 +98,20 @@ def show_findings() -> None:
     st.caption(f.disclaimer)
 
 
+def show_passages(passages) -> None:
+    """The full guidance behind a reply's excerpts, folded away: the reply itself stays short."""
+    if passages:
+        with st.expander(f"Full guidance passages ({len(passages)})", expanded=False):
+            for k, p in enumerate(passages, 1):
+                st.markdown(f"**[{k}] {p.citation()}**" + (f" — {p.url}" if p.url else ""))
+                st.write(p.text)
+
+
 def show_chat() -> None:
     for m in st.session_state.messages:
         with st.chat_message(m["role"]):
             st.markdown(m["content"])
+            show_passages(m.get("guidance"))
     question = st.chat_input("Ask about these recordings")
     if not question:
         return
@@ -114,7 +125,8 @@ def show_chat() -> None:
             report(e)
             return
         st.markdown(reply.text)
-    st.session_state.messages.append({"role": "assistant", "content": reply.text})
+        show_passages(reply.guidance)
+    st.session_state.messages.append({"role": "assistant", "content": reply.text, "guidance": reply.guidance})
 
 
 def main() -> None:

@@ -37,7 +37,10 @@ def test_upload_analyse_and_chat(app, synth_recordings):
     app.chat_input[0].set_value("Should I refer?").run()
     assert not app.exception
     answer = app.chat_message[-1].markdown[0].value
-    assert "No chat model" in answer and "**Murmur:" in answer and "rec2 | TV" in answer
+    assert answer.startswith("**Referral: the clinician's decision.**") and "No chat model" in answer
+    assert "rec2 (TV, quality" in answer and len(answer.split("**Sources**")[0]) <= 1200
+    (full,) = app.chat_message[-1].expander
+    assert full.label.startswith("Full guidance passages") and full.markdown[0].value.startswith("**[1] ")
     assert [m.name for m in app.chat_message] == ["user", "assistant"]
 
 
