@@ -20,14 +20,20 @@ def retrieval(
     threads: Annotated[int | None, typer.Option(help="torch threads while timing [default: torch's].")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a latency histogram PNG here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    mode: Annotated[str, typer.Option(help="Ranking: dense, lexical (BM25) or hybrid (both, fused by rank).")]
+    = "hybrid",
 ) -> None:
     """Recall@k, MRR@k and query latency (p50, p99; embedding included) of the guidance retriever."""
     from rich.console import Console
     from rich.table import Table
 
+    from assistant.errors import KnowledgeError
     from eval.retrieval_bench import RetrievalBenchConfig, plot_latency, run
+    from knowledge.retriever import SEARCH_MODES
 
-    config = RetrievalBenchConfig(index_dir=index, k=k, repeats=max(1, repeats), threads=threads,
+    if mode not in SEARCH_MODES:
+        raise KnowledgeError(f"--mode must be one of {', '.join(SEARCH_MODES)}, not {mode!r}")
+    config = RetrievalBenchConfig(index_dir=index, k=k, repeats=max(1, repeats), threads=threads, mode=mode,
                                   **({"questions": questions} if questions else {}))
     result = run(config, progress=not as_json)
     if plot:
@@ -35,7 +41,7 @@ def retrieval(
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return
-    table = Table(title="guidance retrieval", show_header=False)
+    table = Table(title=f"guidance retrieval ({mode})", show_header=False)
     table.add_row("questions", str(result.n_questions))
     table.add_row(f"recall@{k}", f"{result.recall_at_k:.3f}")
     table.add_row(f"MRR@{k}", f"{result.mrr_at_k:.3f}")

@@ -28,6 +28,7 @@ class RetrievalBenchConfig:
     warmup: int = 5  # untimed queries first: the first calls pay for lazy initialisation
     repeats: int = 3  # timed passes over the question set, for a stable p99
     threads: int | None = None  # torch intra-op threads while timing; None leaves torch's default
+    mode: str | None = None  # dense, lexical or hybrid; None: the retriever's default (hybrid)
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def run(config: RetrievalBenchConfig = RetrievalBenchConfig(), retriever=None, p
 
     hits, reciprocal, misses = 0, 0.0, []
     for q in questions:
-        ranked = [section_of(p.id) for p in retriever.search(q.question, config.k)]
+        ranked = [section_of(p.id) for p in retriever.search(q.question, config.k, mode=config.mode)]
         rank = next((i for i, s in enumerate(ranked, 1) if s in q.expected), None)
         if rank:
             hits += 1
@@ -109,12 +110,12 @@ def run(config: RetrievalBenchConfig = RetrievalBenchConfig(), retriever=None, p
             misses.append({"question": q.question, "expected": list(q.expected), "got": ranked[:3]})
 
     for q in questions[: config.warmup]:
-        retriever.search(q.question, config.k)
+        retriever.search(q.question, config.k, mode=config.mode)
     latencies = []
     for _ in tqdm(range(config.repeats), desc="timing", disable=not progress):
         for q in questions:
             start = time.perf_counter()
-            retriever.search(q.question, config.k)
+            retriever.search(q.question, config.k, mode=config.mode)
             latencies.append((time.perf_counter() - start) * 1000)
     return RetrievalBenchResult(len(questions), config.k, hits / len(questions), reciprocal / len(questions),
                                 percentile(latencies, 50), percentile(latencies, 99), statistics.fmean(latencies),
