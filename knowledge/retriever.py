@@ -8,7 +8,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from assistant.errors import EmptyQueryError, IndexCorruptError, IndexMissingError, KnowledgeError, StaleIndexError
+from knowledge.documents import Chunk
 from knowledge.embedding import Embedder, EmbeddingConfig
 from knowledge.index import GuidanceIndex, IndexConfig
 from knowledge.lexical import LexicalIndex, reciprocal_rank_fusion
@@ -95,15 +98,34 @@ class Retriever:
                                  f"index holds {index.meta.dim}-d ones; rebuild the index")
 
     @classmethod
-    def load(cls, index_dir: Path | None = None) -> Retriever:
-        """The shipped index by default (rebuilt when missing, corrupt or stale); else the index in `index_dir`."""
+    def load(cls, index_dir: Path | None = None, user_index: Path | None = None) -> Retriever:
+        """The shipped index by default (rebuilt when missing, corrupt or stale); else the index in `index_dir`.
+        The user's own documents (`murmurscope index add`; `user_index`, default `user_index_dir()`) are
+        searched with it when that folder holds any."""
         if index_dir is None:
-            return cls(_load_or_rebuild_default())
-        index = GuidanceIndex.load(Path(index_dir))
-        if index.is_stale():
-            raise StaleIndexError(f"{index_dir}: the guidance index is older than its corpus ({index.corpus_dir()}); "
-                                  f"rebuild it with: murmurscope index build --out {index_dir}")
-        return cls(index)
+            retriever = cls(_load_or_rebuild_default())
+        else:
+            index = GuidanceIndex.load(Path(index_dir))
+            if index.is_stale():
+                raise StaleIndexError(f"{index_dir}: the guidance index is older than its corpus "
+                                      f"({index.corpus_dir()}); rebuild it with: murmurscope index build --out "
+                                      f"{index_dir}")
+            retriever = cls(index)
+        from knowledge.ingest import UserIndex, user_index_dir
+
+        user = UserIndex.load(user_index or user_index_dir(), retriever.index.meta.model)
+        retriever.add(user.chunks, user.vectors)
+        return retriever
+
+    def add(self, chunks: list[Chunk], vectors: np.ndarray | None = None) -> None:
+        """Make more passages searchable (the user's documents), embedding them unless `vectors` are given."""
+        if not chunks:
+            return
+        if vectors is None:
+            vectors = self.embedder.encode([c.embedding_text() for c in chunks])
+        self.index.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        self.index.passages.extend(chunks)
+        self.lexical = LexicalIndex([c.embedding_text() for c in self.index.passages])
 
     def _dense(self, query: str, k: int) -> list[tuple[int, float]]:
         vector = self.embedder.encode_query(query)
