@@ -19,6 +19,7 @@ from assistant.data.labels import MURMUR_CLASSES
 from assistant.errors import MurmurScopeError
 
 AUDIO_TYPES = ["wav", "flac", "ogg", "mp3"]
+GUIDELINE_TYPES = ["pdf", "html", "htm", "docx", "md", "txt"]
 
 
 @st.cache_resource(show_spinner="Loading the models…")
@@ -98,6 +99,34 @@ def show_findings() -> None:
     st.caption(f.disclaimer)
 
 
+def add_guidelines() -> None:
+    """The user's own guidelines, searched beside the shipped corpus by this app from now on (in memory:
+    `murmurscope index add` keeps them across restarts)."""
+    import tempfile
+
+    from knowledge.ingest import IngestError, load_document
+
+    files = st.sidebar.file_uploader("Your guidelines (PDF, HTML, Word, Markdown, text)", type=GUIDELINE_TYPES,
+                                     accept_multiple_files=True, key="guidelines")
+    added = st.session_state.setdefault("guidelines_added", {})
+    retriever = load_consultation().analyzer.retriever
+    for f in files or []:
+        if f.file_id in added or retriever is None:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(f.name).name
+            path.write_bytes(f.getvalue())
+            try:
+                chunks = load_document(path)
+            except IngestError as e:
+                st.sidebar.error(str(e))
+                added[f.file_id] = 0
+                continue
+        retriever.add(chunks)
+        added[f.file_id] = len(chunks)
+        st.sidebar.success(f"{f.name}: {len(chunks)} passages added to the guidance")
+
+
 def show_passages(passages) -> None:
     """The full guidance behind a reply's excerpts, folded away: the reply itself stays short."""
     if passages:
@@ -133,6 +162,7 @@ def main() -> None:
     st.set_page_config(page_title="MurmurScope", page_icon="🫀", layout="wide")
     st.title("MurmurScope")
     st.caption("Heart-murmur consultation from phonocardiograms. Decision support, not a diagnosis.")
+    add_guidelines()
     files = st.file_uploader("Recordings, one per auscultation site", type=AUDIO_TYPES, accept_multiple_files=True)
     sites: list[str | None] = []
     for k, f in enumerate(files or []):

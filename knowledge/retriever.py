@@ -123,8 +123,9 @@ class Retriever:
             return
         if vectors is None:
             vectors = self.embedder.encode([c.embedding_text() for c in chunks])
-        self.index.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        # Passages before vectors: a search running meanwhile never gets an id it cannot look up.
         self.index.passages.extend(chunks)
+        self.index.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
         self.lexical = LexicalIndex([c.embedding_text() for c in self.index.passages])
 
     def _dense(self, query: str, k: int) -> list[tuple[int, float]]:

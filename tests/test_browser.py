@@ -61,7 +61,7 @@ def test_upload_and_see_results(streamlit_url, synth_recordings, tmp_path):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
         page.goto(streamlit_url)
-        page.locator("input[type=file]").set_input_files(str(wav))
+        page.locator("[data-testid=stMain] input[type=file]").set_input_files(str(wav))
         page.get_by_text("Site of 9001_MV.wav").wait_for(timeout=30_000)
         page.get_by_role("button", name="Analyze").click()
         page.get_by_text("Murmur:", exact=False).first.wait_for(timeout=120_000)
