@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import openai
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
 from assistant.consult.agent import ChatModelConfig, build_agent
@@ -30,6 +30,10 @@ UNREACHABLE = "The chat model at {url} could not be used ({error})"
 
 def _why(e: openai.APIError) -> str:
     return "unreachable" if isinstance(e, openai.APIConnectionError) else f"{type(e).__name__}"
+UNGROUNDED = ("No analysis of the attached recordings (classify_murmur, segment_recording) has succeeded in this "
+              "conversation: the chat model's reply does not rest on one")
+# The tools whose results are an analysis of the recordings (search_guidance is not).
+ANALYSIS_TOOLS = frozenset({"classify_murmur", "segment_recording"})
 FALLBACK = (": this reply is assembled from the findings and the guidance for the question's topic, "
             "not a conversational answer.")
 
@@ -105,7 +109,12 @@ class Consultation:
             return self.fallback(conversation_id, text, UNREACHABLE.format(url=self.chat_url, error=_why(e)))
         new = state["messages"][before:]
         called = [c["name"] for m in new if isinstance(m, AIMessage) for c in m.tool_calls]
-        return Reply(text=state["messages"][-1].text, tools_called=called)
+        # A model that never looked at the recordings (in this turn or an earlier one) may still sound sure.
+        analysed = any(isinstance(m, ToolMessage) and m.name in ANALYSIS_TOOLS and m.status != "error"
+                       for m in state["messages"])
+        notice = UNGROUNDED if self.store.all(conversation_id) and not analysed else None
+        text = state["messages"][-1].text
+        return Reply(text=text + (f"\n\n> {notice}." if notice else ""), notice=notice, tools_called=called)
 
     def stream(self, conversation_id: str, text: str, history: Sequence[BaseMessage] = ()) -> Iterator[str]:
         """The answer as text deltas (the chat model's tokens as they come; tool calls are not shown)."""
