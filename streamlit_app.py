@@ -3,7 +3,8 @@ spectrogram and the murmur call, then ask the consultation agent about them.
 
 Run: `streamlit run streamlit_app.py`. The chat model comes from MURMURSCOPE_CHAT_BASE_URL /
 MURMURSCOPE_CHAT_MODEL; the audio-LLM tool from MURMURSCOPE_AUDIO_LLM_URL / MURMURSCOPE_AUDIO_LLM_MODEL.
-Without a chat model the chat answers with the findings and the guidance, and says so.
+Without a chat model the chat answers the question's topic from the findings, with short guidance
+excerpts (the full passages in an expander), and says so.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from assistant.data.labels import MURMUR_CLASSES
 from assistant.errors import MurmurScopeError
 
 AUDIO_TYPES = ["wav", "flac", "ogg", "mp3"]
+GUIDELINE_TYPES = ["pdf", "html", "htm", "docx", "md", "txt"]
 
 
 @st.cache_resource(show_spinner="Loading the models…")
@@ -126,10 +128,48 @@ def show_downloads() -> None:
                           mime="application/fhir+json", on_click="ignore", key="download-fhir")
 
 
+def add_guidelines() -> None:
+    """The user's own guidelines, searched beside the shipped corpus by this app from now on (in memory:
+    `murmurscope index add` keeps them across restarts)."""
+    import tempfile
+
+    from knowledge.ingest import IngestError, load_document
+
+    files = st.sidebar.file_uploader("Your guidelines (PDF, HTML, Word, Markdown, text)", type=GUIDELINE_TYPES,
+                                     accept_multiple_files=True, key="guidelines")
+    added = st.session_state.setdefault("guidelines_added", {})
+    retriever = load_consultation().analyzer.retriever
+    for f in files or []:
+        if f.file_id in added or retriever is None:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(f.name).name
+            path.write_bytes(f.getvalue())
+            try:
+                chunks = load_document(path)
+            except IngestError as e:
+                st.sidebar.error(str(e))
+                added[f.file_id] = 0
+                continue
+        retriever.add(chunks)
+        added[f.file_id] = len(chunks)
+        st.sidebar.success(f"{f.name}: {len(chunks)} passages added to the guidance")
+
+
+def show_passages(passages) -> None:
+    """The full guidance behind a reply's excerpts, folded away: the reply itself stays short."""
+    if passages:
+        with st.expander(f"Full guidance passages ({len(passages)})", expanded=False):
+            for k, p in enumerate(passages, 1):
+                st.markdown(f"**[{k}] {p.citation()}**" + (f" — {p.url}" if p.url else ""))
+                st.write(p.text)
+
+
 def show_chat() -> None:
     for m in st.session_state.messages:
         with st.chat_message(m["role"]):
             st.markdown(m["content"])
+            show_passages(m.get("guidance"))
     question = st.chat_input("Ask about these recordings")
     if not question:
         return
@@ -143,13 +183,15 @@ def show_chat() -> None:
             report(e)
             return
         st.markdown(reply.text)
-    st.session_state.messages.append({"role": "assistant", "content": reply.text})
+        show_passages(reply.guidance)
+    st.session_state.messages.append({"role": "assistant", "content": reply.text, "guidance": reply.guidance})
 
 
 def main() -> None:
     st.set_page_config(page_title="MurmurScope", page_icon="🫀", layout="wide")
     st.title("MurmurScope")
     st.caption("Heart-murmur consultation from phonocardiograms. Decision support, not a diagnosis.")
+    add_guidelines()
     files = st.file_uploader("Recordings, one per auscultation site", type=AUDIO_TYPES, accept_multiple_files=True)
     sites: list[str | None] = []
     for k, f in enumerate(files or []):

@@ -40,7 +40,7 @@ def retrieval(
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
         return
-    table = Table(title="guidance retrieval", show_header=False)
+    table = Table(title=f"guidance retrieval ({config.mode or 'hybrid'})", show_header=False)
     table.add_row("questions", str(result.n_questions))
     table.add_row(f"recall@{k}", f"{result.recall_at_k:.3f}")
     table.add_row(f"MRR@{k}", f"{result.mrr_at_k:.3f}")

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from assistant.errors import ConfigError, KnowledgeError
+from knowledge.retriever import SearchMode
 
 QUESTIONS = Path(__file__).resolve().parent / "data" / "retrieval_questions.jsonl"
 
@@ -31,6 +32,8 @@ class RetrievalBenchConfig:
     repeats: int = field(default=3, metadata={"help": "Timed passes over the questions (for a stable p99)."})
     threads: int | None = field(default=None, metadata={
         "help": "torch intra-op threads while timing [default: torch's]."})
+    mode: SearchMode | None = field(default=None, metadata={
+        "help": "Ranking: dense, lexical (BM25) or hybrid (both, fused by rank) [default: the retriever's, hybrid]."})
 
     def __post_init__(self) -> None:
         if self.repeats < 1:
@@ -107,7 +110,7 @@ def run(config: RetrievalBenchConfig = RetrievalBenchConfig(), retriever=None, p
 
     hits, reciprocal, misses = 0, 0.0, []
     for q in questions:
-        ranked = [section_of(p.id) for p in retriever.search(q.question, config.k)]
+        ranked = [section_of(p.id) for p in retriever.search(q.question, config.k, mode=config.mode)]
         rank = next((i for i, s in enumerate(ranked, 1) if s in q.expected), None)
         if rank:
             hits += 1
@@ -116,12 +119,12 @@ def run(config: RetrievalBenchConfig = RetrievalBenchConfig(), retriever=None, p
             misses.append({"question": q.question, "expected": list(q.expected), "got": ranked[:3]})
 
     for q in questions[: config.warmup]:
-        retriever.search(q.question, config.k)
+        retriever.search(q.question, config.k, mode=config.mode)
     latencies = []
     for _ in tqdm(range(config.repeats), desc="timing", disable=not progress):
         for q in questions:
             start = time.perf_counter()
-            retriever.search(q.question, config.k)
+            retriever.search(q.question, config.k, mode=config.mode)
             latencies.append((time.perf_counter() - start) * 1000)
     return RetrievalBenchResult(len(questions), config.k, hits / len(questions), reciprocal / len(questions),
                                 percentile(latencies, 50), percentile(latencies, 99), statistics.fmean(latencies),

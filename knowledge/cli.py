@@ -69,3 +69,36 @@ def query(
         console.print(escape(p.text))
         console.print(f"[cyan]Source:[/cyan] {escape(p.source)}" + (f"\n[cyan]URL:[/cyan] {p.url}" if p.url else ""))
         console.print()
+
+
+@app.command()
+def add(
+    paths: Annotated[list[Path], typer.Argument(help="Guideline files: PDF, HTML, Word (.docx), Markdown, text.")],
+    user_index: Annotated[Path | None, typer.Option(help="User index folder [default: env MURMURSCOPE_USER_INDEX, "
+                                                         "else ~/.cache/murmurscope/user-index].")] = None,
+    max_words: Annotated[int, typer.Option(help="Longest passage in words; longer pages/sections are split.")] = 180,
+) -> None:
+    """Add your own guidelines to the user index that `index query`, `chat`, the API and the app search
+    beside the shipped corpus. A file added again replaces its earlier copy; a bad file is one line on
+    stderr (exit 2) and the rest are still added."""
+    from knowledge.documents import ChunkConfig
+    from knowledge.embedding import DEFAULT_MODEL, Embedder, EmbeddingConfig
+    from knowledge.ingest import UserIndex, user_index_dir
+
+    if max_words < 20:
+        from assistant.errors import KnowledgeError
+
+        raise KnowledgeError("--max-words must be at least 20")
+    folder = user_index or user_index_dir()
+    index = UserIndex.load(folder, DEFAULT_MODEL)
+    result = index.add(list(paths), Embedder(EmbeddingConfig(model=DEFAULT_MODEL)), ChunkConfig(max_words=max_words))
+    # typer.echo, not rich: one error is one line, however long, for whoever reads stderr.
+    for line in result.errors:
+        typer.echo(f"error: {line}", err=True)
+    if result.added:
+        index.save()
+        for name, n in result.added.items():
+            typer.echo(f"added {name}: {n} passages")
+        typer.echo(f"user index: {len(index.chunks)} passages -> {folder}")
+    if result.errors:
+        raise typer.Exit(2)

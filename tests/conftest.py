@@ -1,8 +1,14 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# A user's own guideline index (`murmurscope index add`) would change what every retrieval test finds:
+# the suite, and the servers it starts, see an empty one unless a test names its own.
+os.environ["MURMURSCOPE_USER_INDEX"] = tempfile.mkdtemp(prefix="murmurscope-user-index-")
 
 CIRCOR_DEV = Path(__file__).resolve().parents[1].parent / "shared" / "circor-dev"
 

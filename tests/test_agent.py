@@ -83,7 +83,9 @@ def test_internal_tool_errors_are_reported_without_details(analyzer, synth_recor
     c = Consultation(analyzer, chat_model=model)
     conv = c.new_conversation()
     c.attach(conv, synth_recordings[0])
-    assert c.ask(conv, "go").text == "missing"
+    reply = c.ask(conv, "go")
+    # The only analysis failed, so the answer is flagged as not resting on one.
+    assert reply.text.startswith("missing") and "No analysis of the attached recordings" in reply.notice
     msg = tool_messages(model)[0]
     assert msg.status == "error" and "RuntimeError" in msg.content and "secret" not in msg.content
 
@@ -111,7 +113,7 @@ def test_audio_llm_tool_only_when_configured(analyzer, synth_recordings):
     assert "ask_audio_llm" in model.bound_tools
 
 
-def test_without_chat_model_the_reply_is_findings_and_guidance(analyzer, synth_recordings):
+def test_without_chat_model_the_reply_answers_first_then_guidance(analyzer, synth_recordings):
     c = Consultation(analyzer)
     conv = c.new_conversation()
     for rec in synth_recordings:
@@ -119,8 +121,9 @@ def test_without_chat_model_the_reply_is_findings_and_guidance(analyzer, synth_r
     reply = c.ask(conv, "should I refer for echocardiography?")
     assert reply.notice and "No chat model" in reply.notice
     assert reply.findings is not None and reply.findings.guidance
-    assert reply.text.startswith("> No chat model")
-    assert f"**Murmur: {reply.findings.murmur}**" in reply.text
+    assert reply.text.startswith("**Referral: the clinician's decision.**")
+    assert f"P({reply.findings.murmur})" in reply.text.split("\n\n")[0]
+    assert reply.text.split("\n\n")[-1].startswith("> No chat model")
     assert "[1]" in reply.text and "decision support, not a diagnosis" in reply.text
 
 
@@ -134,7 +137,7 @@ def test_unreachable_chat_model_falls_back(analyzer, synth_recordings):
     reply = c.ask(conv, "murmur?")
     assert "could not be used (unreachable)" in reply.notice and reply.findings is not None
     streamed = "".join(c.stream(conv, "again?"))
-    assert "could not be used" in streamed and "**Murmur:" in streamed
+    assert "could not be used" in streamed and "Evidence: 1 recording(s): rec1" in streamed
 
 
 def test_stream_yields_the_final_answer(analyzer, synth_recordings):
@@ -154,3 +157,36 @@ def test_chat_model_config_from_env(monkeypatch):
     assert (cfg.base_url, cfg.model, cfg.api_key) == ("http://h:8000/v1", "Qwen/Qwen2.5-1.5B-Instruct", "k")
     monkeypatch.delenv("MURMURSCOPE_CHAT_BASE_URL")
     assert ChatModelConfig.from_env().chat_model() is None
+
+
+def test_a_model_that_never_calls_a_tool_is_flagged(analyzer, synth_recordings):
+    model = scripted(AIMessage(content="There is a loud murmur."), call("classify_murmur", {}, "c1"),
+                     AIMessage(content=FINAL), AIMessage(content="As said."))
+    c = Consultation(analyzer, chat_model=model)
+    conv = c.new_conversation()
+    c.attach(conv, synth_recordings[0])
+    reply = c.ask(conv, "Is there a murmur?")
+    assert reply.tools_called == [] and reply.notice and "No analysis of the attached recordings" in reply.notice
+    assert reply.text.startswith("There is a loud murmur.") and reply.text.endswith(f"> {reply.notice}.")
+    # Once the recordings have been analysed in the conversation, later answers are not flagged.
+    assert c.ask(conv, "Look again").notice is None
+    assert c.ask(conv, "And now?").notice is None
+    # Without recordings there is nothing to analyse, so nothing to flag.
+    assert Consultation(analyzer, chat_model=scripted(AIMessage(content="hi"))).ask("x", "hi").notice is None
+
+
+def test_a_wrong_tool_call_reaches_the_model_as_an_error(analyzer, synth_recordings):
+    model = scripted(call("diagnose_patient", {"recording_id": "rec1"}, "c1"),
+                     call("segment_recording", {"recording": 1}, "c2"),
+                     call("segment_recording", {"recording_id": "rec1"}, "c3"),
+                     AIMessage(content="done"))
+    c = Consultation(analyzer, chat_model=model)
+    conv = c.new_conversation()
+    c.attach(conv, synth_recordings[0])
+    reply = c.ask(conv, "Segment it")
+    unknown, bad_args, ok = tool_messages(model)
+    assert unknown.status == "error" and "diagnose_patient" in unknown.content
+    assert bad_args.status == "error" and "recording_id" in bad_args.content
+    assert ok.status != "error" and json.loads(ok.content)["recording_id"] == "rec1"
+    assert reply.text == "done" and reply.notice is None
+    assert reply.tools_called == ["diagnose_patient", "segment_recording", "segment_recording"]

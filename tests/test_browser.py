@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -61,16 +62,23 @@ def test_upload_and_see_results(streamlit_url, synth_recordings, tmp_path):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
         page.goto(streamlit_url)
-        page.locator("input[type=file]").set_input_files(str(wav))
+        page.locator("[data-testid=stMain] input[type=file]").set_input_files(str(wav))
         page.get_by_text("Site of 9001_MV.wav").wait_for(timeout=30_000)
         page.get_by_role("button", name="Analyze").click()
         page.get_by_text("Murmur:", exact=False).first.wait_for(timeout=120_000)
         page.get_by_text("signal quality").first.wait_for()
-        figures = page.locator("[data-testid=stImage] img")
-        figures.nth(1).scroll_into_view_if_needed()
+        # Scroll by the page, not to an element: Streamlit may replace an image element while it settles.
+        page.mouse.wheel(0, 4000)
         page.wait_for_function("() => [...document.querySelectorAll('[data-testid=stImage] img')]"
                                ".filter(i => i.complete && i.naturalWidth > 0).length >= 2", timeout=30_000)
         page.get_by_text("heart rate", exact=False).first.wait_for()
+        # Without a chat model the reply opens with the direct answer to the question asked.
+        page.get_by_placeholder("Ask about these recordings").fill("What is the heart rate?")
+        page.keyboard.press("Enter")
+        reply = page.locator("[data-testid=stChatMessage]").nth(1)
+        reply.get_by_text(re.compile(r"^Heart rate: (\d+ bpm|not determinable)")).wait_for(timeout=120_000)
+        assert re.match(r"Heart rate: (\d+ bpm|not determinable)", reply.locator("p").first.inner_text())
+        reply.get_by_text("Full guidance passages", exact=False).wait_for()
         assert "Traceback" not in page.content()
         page.screenshot(path=str(SCREENSHOT), full_page=True)
         # The report buttons make their file on click (a deferred download through the real server).

@@ -37,7 +37,10 @@ def test_upload_analyse_and_chat(app, synth_recordings):
     app.chat_input[0].set_value("Should I refer?").run()
     assert not app.exception
     answer = app.chat_message[-1].markdown[0].value
-    assert "No chat model" in answer and "**Murmur:" in answer and "rec2 | TV" in answer
+    assert answer.startswith("**Referral: the clinician's decision.**") and "No chat model" in answer
+    assert "rec2 (TV, quality" in answer and len(answer.split("**Sources**")[0]) <= 1200
+    (full,) = app.chat_message[-1].expander
+    assert full.label.startswith("Full guidance passages") and full.markdown[0].value.startswith("**[1] ")
     assert [m.name for m in app.chat_message] == ["user", "assistant"]
 
 
@@ -84,3 +87,29 @@ def test_report_downloads_after_analysis(app, synth_recordings, monkeypatch):
     bundle = json.loads(made["murmurscope_MRN-3.fhir.json"]())
     assert resources(bundle, "DiagnosticReport")[0]["subject"]["identifier"]["value"] == "MRN-3"
     assert made["murmurscope_anonymous.pdf"]()[:5] == b"%PDF-"
+
+
+def test_add_a_guideline_in_the_session(app, analyzer_loaded_once, synth_recordings, monkeypatch):
+    from knowledge.index import GuidanceIndex
+    from knowledge.retriever import PREBUILT_DIR, Retriever
+
+    # A retriever of this test's own: the session's shared analyzer must not keep the added document.
+    fresh = Retriever(GuidanceIndex.load(PREBUILT_DIR), embedder=analyzer_loaded_once.retriever.embedder)
+    monkeypatch.setattr(analyzer_loaded_once, "retriever", fresh)
+    n = len(fresh.index.passages)
+    policy = ("<html><head><title>Riverside pathway</title></head><body><h2>Loud murmurs</h2><p>Riverside rule: "
+              "every child whose murmur is grade III or louder is seen by the Riverside cardiology team within a "
+              "week.</p></body></html>").encode()
+    app.file_uploader(key="guidelines").set_value([("riverside.html", policy, "text/html"),
+                                                   ("scan.txt", b"\x00\x01binary", "text/plain")])
+    app.run()
+    assert not app.exception and len(fresh.index.passages) == n + 1
+    assert [e.value for e in app.sidebar.error] == ["scan.txt: binary data, not text"]
+    assert app.sidebar.success[0].value == "riverside.html: 1 passages added to the guidance"
+    (recordings,) = [u for u in app.file_uploader if u.key != "guidelines"]
+    recordings.set_value([("9001_MV.wav", wav_bytes(synth_recordings[3]), "audio/wav")])
+    app.run()
+    app.button[0].click().run()
+    app.chat_input[0].set_value("Which team sees a child with a grade III murmur at Riverside?").run()
+    (full,) = app.chat_message[-1].expander
+    assert any("riverside.html, section Loud murmurs" in m.value for m in full.markdown)

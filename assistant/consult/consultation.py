@@ -11,15 +11,16 @@ from dataclasses import dataclass, field
 
 import openai
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
 from assistant.consult.agent import ChatModelConfig, build_agent
 from assistant.consult.analyzer import AnalysisConfig, Analyzer
 from assistant.consult.findings import Findings, GuidancePassage
-from assistant.consult.report import guidance_markdown, report_markdown
+from assistant.consult.focused import Excerpter, FocusConfig, focused_reply
 from assistant.consult.store import RecordingStore
 from assistant.consult.tools import build_tools
+from assistant.consult.topics import Topic, TopicClassifier
 from assistant.data.audio import Recording
 from assistant.llm.client import AudioLLMConfig
 
@@ -29,7 +30,12 @@ UNREACHABLE = "The chat model at {url} could not be used ({error})"
 
 def _why(e: openai.APIError) -> str:
     return "unreachable" if isinstance(e, openai.APIConnectionError) else f"{type(e).__name__}"
-FALLBACK = ": below are the structured findings and the matching guidance, not a conversational answer."
+UNGROUNDED = ("No analysis of the attached recordings (classify_murmur, segment_recording) has succeeded in this "
+              "conversation: the chat model's reply does not rest on one")
+# The tools whose results are an analysis of the recordings (search_guidance is not).
+ANALYSIS_TOOLS = frozenset({"classify_murmur", "segment_recording"})
+FALLBACK = (": this reply is assembled from the findings and the guidance for the question's topic, "
+            "not a conversational answer.")
 
 
 @dataclass
@@ -38,6 +44,8 @@ class Reply:
     notice: str | None = None
     findings: Findings | None = None
     tools_called: list[str] = field(default_factory=list)
+    # Without a chat model: the full guidance passages behind the reply's excerpts (for an expander).
+    guidance: list[GuidancePassage] = field(default_factory=list)
 
 
 class Consultation:
@@ -51,6 +59,10 @@ class Consultation:
         self.tools = build_tools(analyzer, self.store, audio_llm)
         self.agent = build_agent(chat_model, self.tools, self.checkpointer) if chat_model is not None else None
         self._announced: dict[str, int] = {}
+        # Built on the first reply without a chat model, with the retriever's embedder.
+        self._topics: TopicClassifier | None = None
+        self._excerpter: Excerpter | None = None
+        self._findings: dict[str, tuple[tuple[str, ...], Findings]] = {}
 
     @classmethod
     def load(cls, chat: ChatModelConfig, audio_llm: AudioLLMConfig | None = None,
@@ -75,6 +87,7 @@ class Consultation:
         self.store.drop(conversation_id)
         self.checkpointer.delete_thread(conversation_id)
         self._announced.pop(conversation_id, None)
+        self._findings.pop(conversation_id, None)
 
     def _turn(self, conversation_id: str, text: str) -> str:
         """The user's text, preceded by the recordings attached since the last turn."""
@@ -101,7 +114,12 @@ class Consultation:
             return self.fallback(conversation_id, text, UNREACHABLE.format(url=self.chat_url, error=_why(e)))
         new = state["messages"][before:]
         called = [c["name"] for m in new if isinstance(m, AIMessage) for c in m.tool_calls]
-        return Reply(text=state["messages"][-1].text, tools_called=called)
+        # A model that never looked at the recordings (in this turn or an earlier one) may still sound sure.
+        analysed = any(isinstance(m, ToolMessage) and m.name in ANALYSIS_TOOLS and m.status != "error"
+                       for m in state["messages"])
+        notice = UNGROUNDED if self.store.all(conversation_id) and not analysed else None
+        text = state["messages"][-1].text
+        return Reply(text=text + (f"\n\n> {notice}." if notice else ""), notice=notice, tools_called=called)
 
     def stream(self, conversation_id: str, text: str, history: Sequence[BaseMessage] = ()) -> Iterator[str]:
         """The answer as text deltas (the chat model's tokens as they come; tool calls are not shown)."""
@@ -119,17 +137,39 @@ class Consultation:
             notice = UNREACHABLE.format(url=self.chat_url, error=_why(e))
             yield f"\n\n> {notice}." if sent else self.fallback(conversation_id, text, notice).text
 
+    def topics(self, question: str) -> list[Topic]:
+        """What the question asks about (general guidance when there is no retriever to embed it with)."""
+        if self.analyzer.retriever is None or not question.strip():
+            return [Topic.general]
+        if self._topics is None:
+            self._topics = TopicClassifier(self.analyzer.retriever.embedder)
+            self._excerpter = Excerpter(self.analyzer.retriever.embedder)
+        return self._topics.topics(question)
+
+    def _findings_of(self, conversation_id: str) -> Findings:
+        """The findings on the conversation's recordings, analysed again only when recordings were attached
+        since (each question of a chat without a model would otherwise rerun the models)."""
+        attached = self.store.all(conversation_id)
+        ids = tuple(a.id for a in attached)
+        cached = self._findings.get(conversation_id)
+        if cached is None or cached[0] != ids:
+            found = self.analyzer.analyze([a.recording for a in attached], ids=list(ids), guidance=False)
+            self._findings[conversation_id] = cached = (ids, found)
+        return cached[1].model_copy(deep=True)
+
     def fallback(self, conversation_id: str, text: str, reason: str) -> Reply:
+        """The focused reply: the direct answer to the question's topics, its evidence, excerpts of the
+        passages retrieved for the question, the decision-support line, and the notice that says why."""
         notice = reason + FALLBACK
         attached = self.store.all(conversation_id)
-        asked = self.analyzer.guidance(text, k=2) if text.strip() else []
-        if not attached:
-            passages = _unique(asked)
-            body = guidance_markdown(passages) or "No recordings are attached and no guidance matched the question."
-            return Reply(text=f"> {notice}\n\n{body}", notice=notice)
-        findings = self.analyzer.analyze([a.recording for a in attached], ids=[a.id for a in attached])
-        findings.guidance = _unique(findings.guidance + asked)
-        return Reply(text=report_markdown(findings, notice), notice=notice, findings=findings)
+        topics = self.topics(text)
+        findings = self._findings_of(conversation_id) if attached else None
+        config = self._excerpter.config if self._excerpter is not None else FocusConfig()
+        passages = _unique(self.analyzer.guidance(text, k=config.passages)) if text.strip() else []
+        focused = focused_reply(text, topics, findings, passages, self._excerpter, config)
+        if findings is not None:
+            findings.guidance = passages
+        return Reply(text=focused.markdown(notice), notice=notice, findings=findings, guidance=passages)
 
 
 def _unique(passages: list[GuidancePassage]) -> list[GuidancePassage]:
