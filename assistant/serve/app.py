@@ -31,6 +31,7 @@ from assistant.consult.findings import Findings
 from assistant.data.audio import SITES, Recording, load_recording
 from assistant.data.uploads import anonymous, decode_upload
 from assistant.errors import AudioError, MurmurScopeError, NotAudioError
+from assistant.serve.limits import BodyLimit, json_shape_route
 from assistant.serve.protocol import (
     AssistantMessage,
     AudioURLPart,
@@ -64,12 +65,17 @@ class APIConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     api_key: str | None = None
-    max_upload_mb: float = 25.0
+    max_upload_mb: float = 25.0  # a whole request body
+    max_recording_mb: float = 25.0  # one recording, as sent (upload, base64 part, remote file)
     allow_remote_audio: bool = False
     allowed_local_audio_dir: Path | None = None
     upload_dir: Path | None = None
     model_name: str = "murmurscope"
     max_recordings: int = 8
+    # Per chat request, checked before anything is decoded.
+    max_messages: int = 256
+    max_text_chars: int = 200_000
+    max_json_values: int = 8_192
 
 
 class APIError(Exception):
@@ -89,6 +95,10 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
                   description="Heart-murmur consultation: OpenAI-compatible chat with server-side tools, "
                               "and analysis of uploaded phonocardiograms. Decision support, not a diagnosis.")
     limit = int(config.max_upload_mb * 1024 * 1024)
+    app.router.route_class = json_shape_route(
+        config.max_json_values,
+        lambda n: APIError(413, f"the request has about {n:,} JSON values; at most {config.max_json_values:,} "
+                                "are accepted"))
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
@@ -97,16 +107,15 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), config.api_key.encode()):
                 return error_response(401, "invalid or missing API key (Authorization: Bearer ...)")
-        if request.method == "POST":
-            length = request.headers.get("content-length")
-            if length is None:
-                return error_response(411, "a Content-Length header is required")
-            if not length.isdigit() or int(length) > limit:
-                return error_response(413, f"request body over the {config.max_upload_mb:g} MB limit")
         response = await call_next(request)
         log.info("%s %s %d %.0f ms", request.method, request.url.path, response.status_code,
                  1000 * (time.perf_counter() - start))
         return response
+
+    # Outermost: counts the bytes received, whatever Content-Length or Transfer-Encoding claim.
+    app.add_middleware(BodyLimit, max_bytes=limit,
+                       too_large=lambda: error_response(413, f"request body over the {config.max_upload_mb:g} MB "
+                                                             "limit"))
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
@@ -152,6 +161,8 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
             if site is not None and site not in SITES:
                 raise APIError(400, f"site {site!r} is not one of {', '.join(SITES)}", "sites")
             suffix = Path(upload.filename or "").suffix.lower() or ".wav"
+            if (upload.size or 0) > config.max_recording_mb * 1024 * 1024:
+                raise APIError(413, f"file {k + 1}: over the {config.max_recording_mb:g} MB limit", "files")
             recordings.append(_decode(upload.file.read(), suffix, site, config, f"file {k + 1}"))
         ids = [f"rec{k + 1}" for k in range(len(recordings))]
         return consultation.analyzer.analyze(recordings, ids=ids)
@@ -207,20 +218,14 @@ def _conversation(messages: list[ChatMessage], conversation: str, consultation: 
     """
     if messages[-1].role != "user":
         raise APIError(400, "the last message must come from the user", "messages")
+    _check_sizes(messages, config)
     history: list[BaseMessage] = []
-    n_audio = 0
     for i, msg in enumerate(messages):
-        parts = [TextPart(type="text", text=msg.content)] if isinstance(msg.content, str) else (msg.content or [])
         texts = []
-        for part in parts:
+        for part in _parts(msg):
             if isinstance(part, TextPart):
                 texts.append(part.text)
                 continue
-            if msg.role != "user":
-                raise APIError(400, "audio is accepted in user messages only", f"messages.{i}.content")
-            n_audio += 1
-            if n_audio > config.max_recordings:
-                raise APIError(400, f"at most {config.max_recordings} recordings per conversation", "messages")
             where = f"messages.{i}.content"
             if isinstance(part, InputAudioPart):
                 data = _b64(part.input_audio.data, where)
@@ -235,6 +240,34 @@ def _conversation(messages: list[ChatMessage], conversation: str, consultation: 
             history.append(AIMessage(text))
     last = history.pop()
     return history, last.content or "Please analyse the attached recordings."
+
+
+def _parts(msg: ChatMessage) -> list:
+    return [TextPart(type="text", text=msg.content)] if isinstance(msg.content, str) else (msg.content or [])
+
+
+def _check_sizes(messages: list[ChatMessage], config: APIConfig) -> None:
+    """Counts and lengths of the whole request, before any audio is decoded."""
+    if len(messages) > config.max_messages:
+        raise APIError(400, f"{len(messages)} messages; at most {config.max_messages} per request", "messages")
+    chars = n_audio = 0
+    for i, msg in enumerate(messages):
+        for part in _parts(msg):
+            if isinstance(part, TextPart):
+                chars += len(part.text)
+                continue
+            if msg.role != "user":
+                raise APIError(400, "audio is accepted in user messages only", f"messages.{i}.content")
+            n_audio += 1
+            encoded = part.input_audio.data if isinstance(part, InputAudioPart) else part.audio_url.url
+            # base64 is 4 characters per 3 bytes: the decoded size is known without decoding.
+            if len(encoded) * 3 // 4 > config.max_recording_mb * 1024 * 1024:
+                raise APIError(413, f"a recording over the {config.max_recording_mb:g} MB limit",
+                               f"messages.{i}.content")
+    if chars > config.max_text_chars:
+        raise APIError(400, f"{chars:,} characters of text; at most {config.max_text_chars:,} per request", "messages")
+    if n_audio > config.max_recordings:
+        raise APIError(400, f"at most {config.max_recordings} recordings per conversation", "messages")
 
 
 def _b64(data: str, where: str) -> bytes:
@@ -256,7 +289,7 @@ def _decode_url(part: AudioURLPart, config: APIConfig, where: str) -> Recording:
             raise APIError(400, "remote audio URLs are disabled on this server; send the audio inline", where)
         import httpx
 
-        limit = int(config.max_upload_mb * 1024 * 1024)
+        limit = int(config.max_recording_mb * 1024 * 1024)
         with httpx.stream("GET", url, timeout=30, follow_redirects=False) as r:
             if r.status_code != 200:
                 raise APIError(400, f"fetching the audio URL returned HTTP {r.status_code}", where)
@@ -264,7 +297,7 @@ def _decode_url(part: AudioURLPart, config: APIConfig, where: str) -> Recording:
             for chunk in r.iter_bytes():
                 data += chunk
                 if len(data) > limit:
-                    raise APIError(413, f"remote audio over the {config.max_upload_mb:g} MB limit", where)
+                    raise APIError(413, f"remote audio over the {config.max_recording_mb:g} MB limit", where)
         return _decode(bytes(data), Path(parsed.path).suffix or ".wav", None, config, where)
     if parsed.scheme == "file":
         root = config.allowed_local_audio_dir
