@@ -13,6 +13,7 @@ import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.errors import GraphRecursionError
 
 from assistant.consult.agent import ChatModelConfig, build_agent
 from assistant.consult.analyzer import AnalysisConfig, Analyzer
@@ -25,9 +26,15 @@ from assistant.llm.client import AudioLLMConfig
 
 NO_MODEL = "No chat model is configured (set MURMURSCOPE_CHAT_BASE_URL)"
 UNREACHABLE = "The chat model at {url} could not be used ({error})"
+# The chat client's errors and the agent's step limit: the reply falls back to the findings.
+AGENT_FAILURES = (openai.APIError, GraphRecursionError)
+# LangGraph's default is 10,007 steps: a model that keeps calling tools would hold a worker for minutes.
+MAX_AGENT_STEPS = 25
 
 
-def _why(e: openai.APIError) -> str:
+def _why(e: Exception) -> str:
+    if isinstance(e, GraphRecursionError):
+        return "the agent did not finish within its step limit"
     return "unreachable" if isinstance(e, openai.APIConnectionError) else f"{type(e).__name__}"
 FALLBACK = ": below are the structured findings and the matching guidance, not a conversational answer."
 
@@ -88,7 +95,8 @@ class Consultation:
 
     def _input(self, conversation_id: str, text: str, history: Sequence[BaseMessage]) -> tuple[dict, dict]:
         messages = [*history, HumanMessage(self._turn(conversation_id, text))]
-        return {"messages": messages}, {"configurable": {"thread_id": conversation_id}}
+        return {"messages": messages}, {"configurable": {"thread_id": conversation_id},
+                                        "recursion_limit": MAX_AGENT_STEPS}
 
     def ask(self, conversation_id: str, text: str, history: Sequence[BaseMessage] = ()) -> Reply:
         if self.agent is None:
@@ -97,7 +105,7 @@ class Consultation:
         before = len(self.agent.get_state(config).values.get("messages", []))
         try:
             state = self.agent.invoke(inputs, config)
-        except openai.APIError as e:
+        except AGENT_FAILURES as e:
             return self.fallback(conversation_id, text, UNREACHABLE.format(url=self.chat_url, error=_why(e)))
         new = state["messages"][before:]
         called = [c["name"] for m in new if isinstance(m, AIMessage) for c in m.tool_calls]
@@ -115,7 +123,7 @@ class Consultation:
                 if meta.get("langgraph_node") == "model" and isinstance(chunk, AIMessage) and chunk.text:
                     sent = True
                     yield chunk.text
-        except openai.APIError as e:
+        except AGENT_FAILURES as e:
             notice = UNREACHABLE.format(url=self.chat_url, error=_why(e))
             yield f"\n\n> {notice}." if sent else self.fallback(conversation_id, text, notice).text
 

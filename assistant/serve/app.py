@@ -31,6 +31,7 @@ from assistant.consult.findings import Findings
 from assistant.data.audio import SITES, Recording, load_recording
 from assistant.data.uploads import anonymous, decode_upload
 from assistant.errors import AudioError, MurmurScopeError, NotAudioError
+from assistant.serve.failures import InternalErrors, internal_message, log_internal, request_id
 from assistant.serve.limits import BodyLimit, json_shape_route
 from assistant.serve.protocol import (
     AssistantMessage,
@@ -116,6 +117,8 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
     app.add_middleware(BodyLimit, max_bytes=limit,
                        too_large=lambda: error_response(413, f"request body over the {config.max_upload_mb:g} MB "
                                                              "limit"))
+    # Outside the size limit: an unexpected error anywhere below is logged once and answered 500 with an id.
+    app.add_middleware(InternalErrors, internal=lambda rid: error_response(500, internal_message(rid)))
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
@@ -134,11 +137,6 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
     @app.exception_handler(MurmurScopeError)
     async def _user_error(request: Request, exc: MurmurScopeError):
         return error_response(415 if isinstance(exc, NotAudioError) else 400, anonymous(str(exc)))
-
-    @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception):
-        log.error("internal error %s on %s", type(exc).__name__, request.url.path)
-        return error_response(500, f"internal error ({type(exc).__name__})")
 
     @app.get("/health")
     def health() -> dict:
@@ -169,7 +167,7 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse,
               responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}})
-    def chat_completions(request: ChatCompletionRequest):
+    def chat_completions(request: ChatCompletionRequest, http: Request):
         if request.model != config.model_name:
             raise APIError(404, f"the model {request.model!r} does not exist; use {config.model_name!r}", "model")
         conversation = consultation.new_conversation()
@@ -185,14 +183,15 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
                 consultation.end(conversation)
             return ChatCompletionResponse(model=config.model_name,
                                           choices=[Choice(message=AssistantMessage(content=reply.text))])
-        return StreamingResponse(_sse(consultation, conversation, text, history, config.model_name),
-                                 media_type="text/event-stream")
+        return StreamingResponse(_sse(consultation, conversation, text, history, config.model_name,
+                                      request_id(http.scope)), media_type="text/event-stream")
 
     return app
 
 
 def _sse(consultation: Consultation, conversation: str, text: str, history: list[BaseMessage],
-         model: str) -> Iterator[str]:
+         model: str, rid: str) -> Iterator[str]:
+    """The reply as chat.completion.chunk events; a failure midway ends with an error event and [DONE]."""
     chunk_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
     def event(delta: DeltaMessage, finish: str | None = None) -> str:
@@ -200,14 +199,24 @@ def _sse(consultation: Consultation, conversation: str, text: str, history: list
                                             choices=[StreamChoice(delta=delta, finish_reason=finish)])
         return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
 
+    def failed(status: int, message: str) -> str:
+        body = ErrorResponse(error=ErrorInfo(message=message, type=ERROR_TYPES.get(status, "server_error"),
+                                             code=status))
+        return f"data: {body.model_dump_json()}\n\n"
+
     try:
         yield event(DeltaMessage(role="assistant", content=""))
         for piece in consultation.stream(conversation, text, history):
             yield event(DeltaMessage(content=piece))
         yield event(DeltaMessage(), "stop")
-        yield "data: [DONE]\n\n"
+    except MurmurScopeError as e:
+        yield failed(400, anonymous(str(e)))
+    except Exception:  # noqa: BLE001 - the response has started: the error goes in the stream, once
+        log_internal(rid, "/v1/chat/completions (stream)")
+        yield failed(500, internal_message(rid))
     finally:
         consultation.end(conversation)
+    yield "data: [DONE]\n\n"
 
 
 def _conversation(messages: list[ChatMessage], conversation: str, consultation: Consultation,
