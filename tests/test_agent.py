@@ -154,3 +154,19 @@ def test_chat_model_config_from_env(monkeypatch):
     assert (cfg.base_url, cfg.model, cfg.api_key) == ("http://h:8000/v1", "Qwen/Qwen2.5-1.5B-Instruct", "k")
     monkeypatch.delenv("MURMURSCOPE_CHAT_BASE_URL")
     assert ChatModelConfig.from_env().chat_model() is None
+
+
+def test_classify_murmur_ids_are_deduplicated_and_checked(analyzer, synth_recordings):
+    model = scripted(
+        call("classify_murmur", {"recording_ids": ["rec2", "rec1", "rec2", "rec2", "rec1"] * 50}, "c1"),
+        call("classify_murmur", {"recording_ids": ["rec1", "rec7"]}, "c2"),
+        AIMessage(content="done"),
+    )
+    c = Consultation(analyzer, chat_model=model)
+    conv = c.new_conversation()
+    for rec in synth_recordings[:2]:
+        c.attach(conv, rec)
+    c.ask(conv, "murmur?")
+    first, second = tool_messages(model)
+    assert [r["id"] for r in json.loads(first.content)["recordings"]] == ["rec2", "rec1"]
+    assert second.content.startswith("classify_murmur failed") and "rec7" in second.content

@@ -19,7 +19,13 @@ def serve_api(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8080,
     api_key: Annotated[str | None, typer.Option(envvar="MURMURSCOPE_API_KEY", help="Require this bearer key.")] = None,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest request body.")] = 25.0,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest request body, counted as received.")] = 25.0,
+    max_recording_mb: Annotated[float, typer.Option(help="Largest single recording as sent.")] = 25.0,
+    max_messages: Annotated[int, typer.Option(help="Most messages in one chat request.")] = 256,
+    max_text_chars: Annotated[int, typer.Option(help="Most text characters in one chat request.")] = 200_000,
+    workers: Annotated[int, typer.Option(help="Threads doing model work.")] = 4,
+    max_queued: Annotated[int, typer.Option(help="Requests waiting for a worker before 503.")] = 16,
+    deadline_s: Annotated[float, typer.Option(help="Time one request may take before 504.")] = 120.0,
     allow_remote_audio: Annotated[bool, typer.Option(help="Fetch http(s) audio URLs.")] = False,
     allowed_local_audio_dir: Annotated[Path | None, typer.Option(help="Allow file:// audio under this folder.")] = None,
     upload_dir: Annotated[Path | None, typer.Option(help="Where uploads are decoded (then deleted).")] = None,
@@ -39,8 +45,13 @@ def serve_api(
     from assistant.serve.app import APIConfig, create_app
 
     config = APIConfig(host=host, port=port, api_key=api_key, max_upload_mb=max_upload_mb,
+                       max_recording_mb=max_recording_mb, max_messages=max_messages, max_text_chars=max_text_chars,
+                       workers=workers, max_queued=max_queued, deadline_s=deadline_s,
                        allow_remote_audio=allow_remote_audio, allowed_local_audio_dir=allowed_local_audio_dir,
                        upload_dir=upload_dir, model_name=model_name)
+    if not api_key and host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/yellow] listening on {host} without --api-key: anyone who can reach this "
+                  "port can upload recordings and use the chat model", highlight=False)
     chat_cfg = ChatModelConfig.from_env(base_url=chat_base_url, model=chat_model, api_key=chat_api_key)
     consultation = Consultation.load(chat_cfg, AudioLLMConfig.from_env(audio_llm_url, audio_llm_model))
     err.print(f"MurmurScope API on http://{host}:{port}/v1 (chat model: {chat_cfg.base_url or 'none, findings only'})")

@@ -15,7 +15,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -50,6 +50,7 @@ from assistant.serve.protocol import (
     StreamChoice,
     TextPart,
 )
+from assistant.serve.work import Busy, DeadlineExceeded, Ticket, WorkPool
 
 log = logging.getLogger("murmurscope.api")
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -77,18 +78,32 @@ class APIConfig:
     max_messages: int = 256
     max_text_chars: int = 200_000
     max_json_values: int = 8_192
+    # Model work (assistant/serve/work.py): worker threads, requests queued behind them, one deadline each.
+    workers: int = 4
+    max_queued: int = 16
+    deadline_s: float = 120.0
+    retry_after_s: int = 5
 
 
 class APIError(Exception):
-    def __init__(self, status: int, message: str, param: str | None = None):
+    def __init__(self, status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
-        self.status, self.message, self.param = status, message, param
+        self.status, self.message, self.param, self.headers = status, message, param, headers
 
 
-def error_response(status: int, message: str, param: str | None = None) -> JSONResponse:
-    body = ErrorResponse(error=ErrorInfo(message=message, type=ERROR_TYPES.get(status, "server_error"),
+def error_body(status: int, message: str, param: str | None = None) -> ErrorResponse:
+    return ErrorResponse(error=ErrorInfo(message=message, type=ERROR_TYPES.get(status, "server_error"),
                                          param=param, code=status))
-    return JSONResponse(body.model_dump(), status_code=status)
+
+
+def error_response(status: int, message: str, param: str | None = None,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(status, message, param).model_dump(), status_code=status, headers=headers)
+
+
+def error_event(status: int, message: str) -> str:
+    """An OpenAI-style error as a server-sent event, for failures after a stream has started."""
+    return f"data: {error_body(status, message).model_dump_json()}\n\n"
 
 
 def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> FastAPI:
@@ -122,7 +137,7 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError):
-        return error_response(exc.status, exc.message, exc.param)
+        return error_response(exc.status, exc.message, exc.param, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
@@ -138,17 +153,39 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
     async def _user_error(request: Request, exc: MurmurScopeError):
         return error_response(415 if isinstance(exc, NotAudioError) else 400, anonymous(str(exc)))
 
+    pool = WorkPool(config.workers, config.max_queued, config.deadline_s)
+
+    def admit() -> Ticket:
+        try:
+            return pool.admit()
+        except Busy:
+            raise APIError(503, "the server is busy; retry later", headers={
+                "Retry-After": str(config.retry_after_s)}) from None
+
+    def too_slow() -> APIError:
+        return APIError(504, f"the request did not finish within the {config.deadline_s:g} s deadline")
+
+    # async: /health and /v1/models answer on the event loop, whatever the worker threads are doing.
     @app.get("/health")
-    def health() -> dict:
+    async def health() -> dict:
         return {"status": "ok"}
 
     @app.get("/v1/models", response_model=ModelList)
-    def models() -> ModelList:
+    async def models() -> ModelList:
         return ModelList(data=[ModelCard(id=config.model_name)])
 
     @app.post("/v1/analyze", response_model=Findings, responses={400: {"model": ErrorResponse}})
-    def analyze(files: list[UploadFile] = File(..., description="One recording per auscultation site."),
-                sites: list[str] | None = Form(None, description="The site of each file, in order.")) -> Findings:
+    async def analyze(files: list[UploadFile] = File(..., description="One recording per auscultation site."),
+                      sites: list[str] | None = Form(None, description="The site of each file, in order.")) -> Findings:
+        ticket = admit()
+        try:
+            return await ticket.run(_analyze, files, sites)
+        except DeadlineExceeded:
+            raise too_slow() from None
+        finally:
+            ticket.close()
+
+    def _analyze(files: list[UploadFile], sites: list[str] | None) -> Findings:
         if len(files) > config.max_recordings:
             raise APIError(400, f"at most {config.max_recordings} recordings per request", "files")
         if sites and len(sites) != len(files):
@@ -167,26 +204,40 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse,
               responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}})
-    def chat_completions(request: ChatCompletionRequest, http: Request):
+    async def chat_completions(request: ChatCompletionRequest, http: Request):
         if request.model != config.model_name:
             raise APIError(404, f"the model {request.model!r} does not exist; use {config.model_name!r}", "model")
+        ticket = admit()
         conversation = consultation.new_conversation()
+        streaming = False
         try:
-            history, text = _conversation(request.messages, conversation, consultation, config)
-        except Exception:
-            consultation.end(conversation)
-            raise
-        if not request.stream:
-            try:
-                reply = consultation.ask(conversation, text, history)
-            finally:
-                consultation.end(conversation)
-            return ChatCompletionResponse(model=config.model_name,
-                                          choices=[Choice(message=AssistantMessage(content=reply.text))])
-        return StreamingResponse(_sse(consultation, conversation, text, history, config.model_name,
-                                      request_id(http.scope)), media_type="text/event-stream")
+            history, text = await ticket.run(_conversation, request.messages, conversation, consultation, config)
+            if not request.stream:
+                reply = await ticket.run(consultation.ask, conversation, text, history)
+                return ChatCompletionResponse(model=config.model_name,
+                                              choices=[Choice(message=AssistantMessage(content=reply.text))])
+            events = _sse(consultation, conversation, text, history, config.model_name, request_id(http.scope))
+            streaming = True
+            return StreamingResponse(_within(ticket, events, config.deadline_s), media_type="text/event-stream")
+        except DeadlineExceeded:
+            raise too_slow() from None
+        finally:
+            if not streaming:
+                ticket.close(then=lambda: consultation.end(conversation))
 
     return app
+
+
+async def _within(ticket: Ticket, events: Iterator[str], deadline_s: float) -> AsyncIterator[str]:
+    """The events of `_sse`, each produced on a worker; past the deadline, an error event and [DONE]."""
+    try:
+        async for event in ticket.iterate(events):
+            yield event
+    except DeadlineExceeded:
+        yield error_event(504, f"the reply did not finish within the {deadline_s:g} s deadline")
+        yield "data: [DONE]\n\n"
+    finally:
+        ticket.close(then=events.close)  # the generator's own finally forgets the conversation
 
 
 def _sse(consultation: Consultation, conversation: str, text: str, history: list[BaseMessage],
@@ -199,21 +250,16 @@ def _sse(consultation: Consultation, conversation: str, text: str, history: list
                                             choices=[StreamChoice(delta=delta, finish_reason=finish)])
         return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
 
-    def failed(status: int, message: str) -> str:
-        body = ErrorResponse(error=ErrorInfo(message=message, type=ERROR_TYPES.get(status, "server_error"),
-                                             code=status))
-        return f"data: {body.model_dump_json()}\n\n"
-
     try:
         yield event(DeltaMessage(role="assistant", content=""))
         for piece in consultation.stream(conversation, text, history):
             yield event(DeltaMessage(content=piece))
         yield event(DeltaMessage(), "stop")
     except MurmurScopeError as e:
-        yield failed(400, anonymous(str(e)))
+        yield error_event(400, anonymous(str(e)))
     except Exception:  # noqa: BLE001 - the response has started: the error goes in the stream, once
         log_internal(rid, "/v1/chat/completions (stream)")
-        yield failed(500, internal_message(rid))
+        yield error_event(500, internal_message(rid))
     finally:
         consultation.end(conversation)
     yield "data: [DONE]\n\n"
