@@ -50,6 +50,7 @@ from assistant.serve.protocol import (
     StreamChoice,
     TextPart,
 )
+from assistant.serve.remote import RemoteAudioError, fetch_audio
 from assistant.serve.work import Busy, DeadlineExceeded, Ticket, WorkPool
 
 log = logging.getLogger("murmurscope.api")
@@ -70,6 +71,7 @@ class APIConfig:
     max_upload_mb: float = 25.0  # a whole request body
     max_recording_mb: float = 25.0  # one recording, as sent (upload, base64 part, remote file)
     allow_remote_audio: bool = False
+    remote_audio_timeout_s: float = 10.0  # the whole fetch of one remote recording
     allowed_local_audio_dir: Path | None = None
     upload_dir: Path | None = None
     model_name: str = "murmurscope"
@@ -342,18 +344,11 @@ def _decode_url(part: AudioURLPart, config: APIConfig, where: str) -> Recording:
     if parsed.scheme in ("http", "https"):
         if not config.allow_remote_audio:
             raise APIError(400, "remote audio URLs are disabled on this server; send the audio inline", where)
-        import httpx
-
-        limit = int(config.max_recording_mb * 1024 * 1024)
-        with httpx.stream("GET", url, timeout=30, follow_redirects=False) as r:
-            if r.status_code != 200:
-                raise APIError(400, f"fetching the audio URL returned HTTP {r.status_code}", where)
-            data = bytearray()
-            for chunk in r.iter_bytes():
-                data += chunk
-                if len(data) > limit:
-                    raise APIError(413, f"remote audio over the {config.max_recording_mb:g} MB limit", where)
-        return _decode(bytes(data), Path(parsed.path).suffix or ".wav", None, config, where)
+        try:
+            remote = fetch_audio(url, int(config.max_recording_mb * 1024 * 1024), config.remote_audio_timeout_s)
+        except RemoteAudioError as e:
+            raise APIError(400, f"{where}: {e}", where) from None
+        return _decode(remote.data, remote.suffix, None, config, where)
     if parsed.scheme == "file":
         root = config.allowed_local_audio_dir
         if root is None:
