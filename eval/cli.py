@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 app = typer.Typer(help="Evaluate predictors and benchmark components.", no_args_is_help=True)
 
@@ -85,7 +86,8 @@ def run_command(
         console.print(message)
         return
     result = run(config)
-    console.print(f"{result.predicted} patients predicted, {result.resumed} from the cache; report in {out}/report.md")
+    console.print(f"{result.predicted} patients predicted, {result.resumed} from the cache; "
+                  f"report in {escape(str(out / 'report.md'))}")
     _print_headline(console, result.metrics)
 
 
@@ -196,7 +198,8 @@ def consult_bench(
     table.add_row("API: errors", str(result.api_errors))
     table.add_row("API: wall time", f"{result.api_wall_s:.3f} s")
     Console().print(table)
-    Console().print(f"wrote {out_dir / 'consult_bench.json'} and {out_dir / 'consult_bench.png'}")
+    Console().print(f"wrote {escape(str(out_dir / 'consult_bench.json'))} and "
+                    f"{escape(str(out_dir / 'consult_bench.png'))}")
 
 
 @app.command("classifier")
@@ -239,7 +242,8 @@ def classifier(
         f.add_row(name, str(s["n_train"]), str(s["n_val"]), f"{s['accuracy']:.3f}", f"{s['uar']:.3f}",
                   ci(s["uar_ci"]), f"{s['majority_uar']:.3f}", f"{s['majority_accuracy']:.3f}")
     console.print(f)
-    console.print(f"confusion matrix: {out_dir / 'confusion.png'}; numbers: {out_dir / 'classifier_bench.json'}")
+    console.print(f"confusion matrix: {escape(str(out_dir / 'confusion.png'))}; numbers: "
+                  f"{escape(str(out_dir / 'classifier_bench.json'))}")
 
 
 @app.command("llm-bench")

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 out = Console()
 err = Console(stderr=True)
@@ -50,7 +51,7 @@ def serve_api(
                        allow_remote_audio=allow_remote_audio, allowed_local_audio_dir=allowed_local_audio_dir,
                        upload_dir=upload_dir, model_name=model_name)
     if not api_key and host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"[yellow]warning:[/yellow] listening on {host} without --api-key: anyone who can reach this "
+        err.print(f"[yellow]warning:[/yellow] listening on {escape(host)} without --api-key: anyone who can reach this "
                   "port can upload recordings and use the chat model", highlight=False)
     chat_cfg = ChatModelConfig.from_env(base_url=chat_base_url, model=chat_model, api_key=chat_api_key)
     consultation = Consultation.load(chat_cfg, AudioLLMConfig.from_env(audio_llm_url, audio_llm_model))
