@@ -12,6 +12,7 @@ from rich.markup import escape
 
 out = Console()
 err = Console(stderr=True)
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 app = typer.Typer(help="Run the servers: the API and the audio-LLM.", no_args_is_help=True)
 
 
@@ -50,7 +51,7 @@ def serve_api(
                        workers=workers, max_queued=max_queued, deadline_s=deadline_s,
                        allow_remote_audio=allow_remote_audio, allowed_local_audio_dir=allowed_local_audio_dir,
                        upload_dir=upload_dir, model_name=model_name)
-    if not api_key and host not in ("127.0.0.1", "localhost", "::1"):
+    if not api_key and host not in LOOPBACK:
         err.print(f"[yellow]warning:[/yellow] listening on {escape(host)} without --api-key: anyone who can reach this "
                   "port can upload recordings and use the chat model", highlight=False)
     chat_cfg = ChatModelConfig.from_env(base_url=chat_base_url, model=chat_model, api_key=chat_api_key)
@@ -71,6 +72,8 @@ def serve_llm(
     tensor_parallel_size: Annotated[int, typer.Option(help="GPUs to shard the model over.")] = 1,
     enforce_eager: Annotated[bool, typer.Option(help="Skip graph capture and compilation (starts faster).")] = True,
     vllm_python: Annotated[str | None, typer.Option(help="Interpreter with vLLM (default: .venv-vllm).")] = None,
+    api_key: Annotated[str | None, typer.Option(envvar="MURMURSCOPE_AUDIO_LLM_API_KEY",
+                                                help="Require this bearer key (clients: the same variable).")] = None,
 ) -> None:
     """vLLM's OpenAI-compatible server on the audio-LLM; returns when stopped (Ctrl-C)."""
     import signal
@@ -81,7 +84,11 @@ def serve_llm(
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     cfg = LLMServerConfig(model=model, host=host, port=port, served_model_name=served_model_name, dtype=dtype,
                           max_model_len=max_model_len, tensor_parallel_size=tensor_parallel_size,
-                          enforce_eager=enforce_eager, vllm_python=vllm_python or default_vllm_python())
+                          enforce_eager=enforce_eager, vllm_python=vllm_python or default_vllm_python(),
+                          api_key=api_key)
+    if not api_key and host not in LOOPBACK:
+        err.print(f"[yellow]warning:[/yellow] vLLM listening on {escape(host)} without --api-key: anyone who can "
+                  "reach this port can use the model", highlight=False)
     with start_llm_server(cfg) as server:
         out.print(f"audio-LLM ready after {server.ready_after:.0f} s: {cfg.base_url} (model {cfg.name!r})")
         server.process.wait()

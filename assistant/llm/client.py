@@ -37,11 +37,13 @@ class AudioLLMConfig:
 
     @classmethod
     def from_env(cls, base_url: str | None = None, model: str | None = None) -> AudioLLMConfig | None:
-        """The served audio-LLM named by the arguments, else MURMURSCOPE_AUDIO_LLM_URL / _MODEL; None if neither."""
+        """The served audio-LLM named by the arguments, else MURMURSCOPE_AUDIO_LLM_URL / _MODEL / _API_KEY;
+        None if no URL."""
         url = base_url or os.environ.get("MURMURSCOPE_AUDIO_LLM_URL")
         if not url:
             return None
-        return cls(base_url=url, model=model or os.environ.get("MURMURSCOPE_AUDIO_LLM_MODEL") or cls.model)
+        return cls(base_url=url, model=model or os.environ.get("MURMURSCOPE_AUDIO_LLM_MODEL") or cls.model,
+                   api_key=os.environ.get("MURMURSCOPE_AUDIO_LLM_API_KEY") or cls.api_key)
 
 
 @dataclass(frozen=True)
