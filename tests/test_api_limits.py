@@ -138,3 +138,37 @@ def test_base64_length_is_checked_before_decoding(api):
     assert r.status_code == 413
     r = httpx.post(f"{api}/v1/analyze", headers=AUTH, files=[("files", ("a.wav", b"\0" * 600_000, "audio/wav"))])
     assert r.status_code == 413 and "file 1" in r.json()["error"]["message"]
+
+
+def test_file_count_is_capped_while_parsing(api):
+    files = [("files", (f"{k}.wav", b"RIFF", "audio/wav")) for k in range(3)]
+    r = httpx.post(f"{api}/v1/analyze", headers=AUTH, files=files)
+    assert r.status_code == 400 and "Too many files" in r.json()["error"]["message"]
+
+
+def test_large_parts_spool_to_the_upload_dir(tmp_path):
+    import asyncio
+    import os
+
+    from starlette.datastructures import Headers
+
+    from assistant.serve.limits import _SpoolInDir
+
+    body = (b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.wav\"\r\n\r\n"
+            + b"\0" * (3 << 20) + b"\r\n--b--\r\n")
+
+    async def stream():
+        for k in range(0, len(body), 65536):
+            yield body[k:k + 65536]
+
+    async def parse():
+        parser = _SpoolInDir(Headers({"content-type": "multipart/form-data; boundary=b"}), stream(), max_files=2,
+                             max_fields=2, spool_dir=tmp_path)
+        return await parser.parse()
+
+    form = asyncio.run(parse())
+    upload = form["files"]
+    assert upload.size == 3 << 20 and upload.file._rolled
+    where = os.readlink(f"/proc/self/fd/{upload.file.fileno()}")
+    assert where.startswith(str(tmp_path)), where
+    asyncio.run(form.close())

@@ -32,7 +32,7 @@ from assistant.data.audio import SITES, Recording, load_recording
 from assistant.data.uploads import anonymous, decode_upload
 from assistant.errors import AudioError, MurmurScopeError, NotAudioError
 from assistant.serve.failures import InternalErrors, internal_message, log_internal, request_id
-from assistant.serve.limits import BodyLimit, json_shape_route
+from assistant.serve.limits import BodyLimit, bounded_route
 from assistant.serve.protocol import (
     AssistantMessage,
     AudioURLPart,
@@ -113,10 +113,11 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
                   description="Heart-murmur consultation: OpenAI-compatible chat with server-side tools, "
                               "and analysis of uploaded phonocardiograms. Decision support, not a diagnosis.")
     limit = int(config.max_upload_mb * 1024 * 1024)
-    app.router.route_class = json_shape_route(
+    app.router.route_class = bounded_route(
         config.max_json_values,
         lambda n: APIError(413, f"the request has about {n:,} JSON values; at most {config.max_json_values:,} "
-                                "are accepted"))
+                                "are accepted"),
+        max_files=config.max_recordings, spool_dir=config.upload_dir)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from contextlib import aclosing
+from pathlib import Path
+from tempfile import SpooledTemporaryFile
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.routing import APIRoute
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -78,20 +82,49 @@ def json_value_count(body: bytes) -> int:
     return skeleton.count(b",") + skeleton.count(b"[") + skeleton.count(b"{") + 1
 
 
-def json_shape_route(max_values: int, too_many: Callable[[int], Exception]) -> type[APIRoute]:
-    """A FastAPI route class that refuses JSON bodies of more than `max_values` values before parsing."""
+class _SpoolInDir(MultiPartParser):
+    """Starlette's multipart parser, with uploads over 1 MB spooled to `spool_dir` rather than $TMPDIR."""
 
-    class JSONShapeRoute(APIRoute):
+    def __init__(self, *args, spool_dir: Path | None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.spool_dir = spool_dir
+
+    def on_headers_finished(self) -> None:
+        super().on_headers_finished()
+        upload = self._current_part.file
+        if upload is not None and self.spool_dir is not None:
+            default = upload.file  # still in memory: nothing has been written to it
+            upload.file = SpooledTemporaryFile(max_size=self.spool_max_size, dir=self.spool_dir)
+            self._files_to_close_on_error[-1] = upload.file
+            default.close()
+
+
+def bounded_route(max_values: int, too_many: Callable[[int], Exception], max_files: int,
+                  spool_dir: Path | None) -> type[APIRoute]:
+    """A FastAPI route class that refuses JSON bodies of more than `max_values` values before parsing,
+    and parses multipart bodies itself: at most `max_files` files, spooled to `spool_dir`."""
+
+    class BoundedRoute(APIRoute):
         def get_route_handler(self):
             handler = super().get_route_handler()
 
             async def bounded(request: Request) -> Response:
-                if request.headers.get("content-type", "").startswith("application/json"):
+                content_type = request.headers.get("content-type", "")
+                if content_type.startswith("application/json"):
                     count = json_value_count(await request.body())  # cached: the handler reuses it
                     if count > max_values:
                         raise too_many(count)
+                elif content_type.startswith("multipart/form-data"):
+                    try:
+                        async with aclosing(request.stream()) as stream:
+                            parser = _SpoolInDir(request.headers, stream, max_files=max_files, max_fields=64,
+                                                 spool_dir=spool_dir)
+                            # Starlette's Request.form() returns this parsed form instead of parsing again.
+                            request._form = await parser.parse()
+                    except MultiPartException as e:
+                        raise HTTPException(400, e.message) from None
                 return await handler(request)
 
             return bounded
 
-    return JSONShapeRoute
+    return BoundedRoute
