@@ -135,6 +135,21 @@ def test_unreachable_chat_model_falls_back(analyzer, synth_recordings):
     assert "could not be used (unreachable)" in reply.notice and reply.findings is not None
     streamed = "".join(c.stream(conv, "again?"))
     assert "could not be used" in streamed and "**Murmur:" in streamed
+    assert "127.0.0.1:9" not in reply.text + streamed  # replies never name internal endpoints
+
+
+def test_audio_llm_failure_does_not_name_the_endpoint(analyzer, synth_recordings):
+    from assistant.llm.client import AudioLLMConfig
+
+    model = scripted(call("ask_audio_llm", {"recording_id": "rec1", "question": "murmur?"}, "c1"),
+                     AIMessage(content="done"))
+    c = Consultation(analyzer, chat_model=model, audio_llm=AudioLLMConfig(base_url="http://127.0.0.1:9/v1", model="m",
+                                                                         timeout=5))
+    conv = c.new_conversation()
+    c.attach(conv, synth_recordings[0])
+    c.ask(conv, "ask the audio model")
+    (message,) = tool_messages(model)
+    assert "could not be reached" in message.content and "127.0.0.1" not in message.content
 
 
 def test_stream_yields_the_final_answer(analyzer, synth_recordings):

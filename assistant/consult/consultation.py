@@ -5,6 +5,7 @@ notice; never generated prose). The terminal chat, the API and the app all use t
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,8 +25,10 @@ from assistant.consult.tools import build_tools
 from assistant.data.audio import Recording
 from assistant.llm.client import AudioLLMConfig
 
+log = logging.getLogger("murmurscope.consult")
 NO_MODEL = "No chat model is configured (set MURMURSCOPE_CHAT_BASE_URL)"
-UNREACHABLE = "The chat model at {url} could not be used ({error})"
+# Replies never name the endpoint (API clients must not learn internal addresses); the log does.
+UNREACHABLE = "The chat model could not be used ({error})"
 # The chat client's errors and the agent's step limit: the reply falls back to the findings.
 AGENT_FAILURES = (openai.APIError, GraphRecursionError)
 # LangGraph's default is 10,007 steps: a model that keeps calling tools would hold a worker for minutes.
@@ -106,7 +109,7 @@ class Consultation:
         try:
             state = self.agent.invoke(inputs, config)
         except AGENT_FAILURES as e:
-            return self.fallback(conversation_id, text, UNREACHABLE.format(url=self.chat_url, error=_why(e)))
+            return self.fallback(conversation_id, text, self._unreachable(e))
         new = state["messages"][before:]
         called = [c["name"] for m in new if isinstance(m, AIMessage) for c in m.tool_calls]
         return Reply(text=state["messages"][-1].text, tools_called=called)
@@ -124,8 +127,12 @@ class Consultation:
                     sent = True
                     yield chunk.text
         except AGENT_FAILURES as e:
-            notice = UNREACHABLE.format(url=self.chat_url, error=_why(e))
+            notice = self._unreachable(e)
             yield f"\n\n> {notice}." if sent else self.fallback(conversation_id, text, notice).text
+
+    def _unreachable(self, e: Exception) -> str:
+        log.warning("chat model at %s failed: %s", self.chat_url, _why(e))
+        return UNREACHABLE.format(error=_why(e))
 
     def fallback(self, conversation_id: str, text: str, reason: str) -> Reply:
         notice = reason + FALLBACK

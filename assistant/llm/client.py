@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 from dataclasses import dataclass
 
@@ -22,6 +23,9 @@ from assistant.llm.prompts import question as feature_question
 
 AUDIO_RATE = 16_000
 MAX_AUDIO_SECONDS = 30.0
+
+
+log = logging.getLogger("murmurscope.llm")
 
 
 class AudioLLMError(MurmurScopeError):
@@ -85,10 +89,13 @@ def ask(recording: Recording, question: str, config: AudioLLMConfig) -> str:
         reply = client.chat.completions.create(
             model=config.model, messages=chat_messages(recording, question), temperature=0.0, max_tokens=32
         )
+    # The message reaches the chat model and API replies: the endpoint and its own words go to the log only.
     except openai.APIStatusError as e:
-        raise AudioLLMError(f"audio-LLM at {config.base_url} answered {e.status_code}: {e.message}") from None
+        log.warning("audio-LLM at %s answered %d: %s", config.base_url, e.status_code, e.message)
+        raise AudioLLMError(f"the audio-LLM answered HTTP {e.status_code}") from None
     except openai.APIError as e:
-        raise AudioLLMError(f"audio-LLM at {config.base_url} unreachable: {e}") from None
+        log.warning("audio-LLM at %s unreachable: %s", config.base_url, e)
+        raise AudioLLMError(f"the audio-LLM could not be reached ({type(e).__name__})") from None
     return reply.choices[0].message.content or ""
 
 
