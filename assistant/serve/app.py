@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from assistant.consult.consultation import Consultation
 from assistant.consult.findings import Findings
 from assistant.data.audio import SITES, Recording, load_recording
-from assistant.data.uploads import anonymous, decode_upload
+from assistant.data.uploads import MAX_RECORDINGS, MAX_UPLOAD_MB, anonymous, decode_upload
 from assistant.errors import AudioError, MurmurScopeError, NotAudioError
 from assistant.serve.failures import InternalErrors, internal_message, log_internal, request_id
 from assistant.serve.limits import BodyLimit, bounded_route
@@ -68,14 +68,14 @@ class APIConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     api_key: str | None = None
-    max_upload_mb: float = 25.0  # a whole request body
-    max_recording_mb: float = 25.0  # one recording, as sent (upload, base64 part, remote file)
+    max_upload_mb: float = MAX_UPLOAD_MB  # a whole request body
+    max_recording_mb: float = MAX_UPLOAD_MB  # one recording, as sent (upload, base64 part, remote file)
     allow_remote_audio: bool = False
     remote_audio_timeout_s: float = 10.0  # the whole fetch of one remote recording
     allowed_local_audio_dir: Path | None = None
     upload_dir: Path | None = None
     model_name: str = "murmurscope"
-    max_recordings: int = 8
+    max_recordings: int = MAX_RECORDINGS
     # Per chat request, checked before anything is decoded.
     max_messages: int = 256
     max_text_chars: int = 200_000
