@@ -262,3 +262,38 @@ def llm_bench(
 
     r = run_llm_bench(work, sft_steps, batch_size, requests, concurrency, machine)
     print(json.dumps({"measured": asdict(r), "gpu_recommendation": GPU_RECOMMENDATION}, indent=2))
+
+
+@app.command("nonheart")
+def nonheart(
+    circor_root: Annotated[Path | None, typer.Option("--circor-root", help="Labelled CirCor folder: also count "
+                                                     "the real calls the gate changes.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N real patients.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the generated clips.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write the full result (every clip, every change) as JSON.")] = None,
+) -> None:
+    """Non-heart audio (espeak-ng speech, music, noise, mains hum): the share called Unknown; on real
+    patients, how many calls the non-heart gate changes and which way."""
+    from rich.console import Console
+
+    from assistant.consult.analyzer import Analyzer
+    from eval.nonheart_bench import run_clips, run_real, write
+
+    analyzer = Analyzer.load()
+    result = run_clips(analyzer, seed)
+    if circor_root is not None:
+        result.real = run_real(analyzer, circor_root, limit)
+    console = Console()
+    console.print(f"non-heart clips called Unknown: {result.unknown}/{result.n_clips} "
+                  f"({100 * result.unknown_share:.1f}%)")
+    for kind, counts in result.by_kind.items():
+        console.print(f"  {kind}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), highlight=False)
+    for miss in result.missed:
+        console.print(f"  [yellow]called {miss['murmur']}:[/yellow] {escape(miss['kind'])} {escape(miss['name'])}",
+                      highlight=False)
+    if result.real:
+        r = result.real
+        console.print(f"real patients: {r['changed']}/{r['patients']} calls changed "
+                      f"({100 * r['changed_share']:.2f}%): {r['changes'] or 'none'}", highlight=False)
+    if out:
+        write(result, out)

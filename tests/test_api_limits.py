@@ -116,10 +116,10 @@ def test_chat_counts_and_lengths_are_capped(api):
     r = _chat(api, [{"role": "user", "content": "hi"}] * 17)
     assert r.status_code == 400 and "at most 16" in r.json()["error"]["message"]
     r = _chat(api, [{"role": "user", "content": "x" * 1001}])
-    assert r.status_code == 400 and "1,000" in r.json()["error"]["message"]
+    assert r.status_code == 422 and "1,000" in r.json()["error"]["message"]
     audio = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
     r = _chat(api, [{"role": "user", "content": [audio] * 3}])
-    assert r.status_code == 400 and "at most 2 recordings" in r.json()["error"]["message"]
+    assert r.status_code == 422 and "at most 2 recordings" in r.json()["error"]["message"]
     assert _chat(api, [{"role": "user", "content": "hi"}]).status_code == 200
 
 

@@ -132,5 +132,5 @@ def test_api_refuses_loopback_audio_urls(analyzer):
         replies = [httpx.post(f"{url}/v1/chat/completions", json={"model": "murmurscope", "messages": [
             {"role": "user", "content": [{"type": "audio_url", "audio_url": {"url": u}}]}]})
             for u in (f"http://127.0.0.1:{port}/a.wav", f"http://127.0.0.1:{port}/missing.wav")]
-    assert {r.status_code for r in replies} == {400}
+    assert {r.status_code for r in replies} == {422}
     assert len({r.json()["error"]["message"] for r in replies}) == 1

@@ -18,10 +18,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlparse
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -59,6 +61,7 @@ ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "
                413: "invalid_request_error", 415: "invalid_request_error", 422: "invalid_request_error"}
 _DATA_URL = re.compile(r"^data:audio/(?P<fmt>[\w.+-]+)?(?:;[^,]*)?;base64,(?P<data>.*)$", re.DOTALL)
 OPEN_PATHS = ("/health",)
+Site = Literal[SITES]  # the tuple's members: the schema lists them, validation refuses others
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,19 @@ class APIError(Exception):
     def __init__(self, status: int, message: str, param: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.headers = status, message, param, headers
+
+
+# 400: the request does not match the schema; 422: it does, but breaks a rule the schema cannot state
+# (one site per file, the last message from the user, total text, audio that cannot be analysed).
+ERROR_MEANINGS = {400: "Invalid request", 401: "Missing or wrong API key", 403: "Not allowed on this server",
+                  404: "Unknown model", 422: "Valid request that cannot be processed",
+                  413: "Body, recording or JSON over a limit", 415: "Not a readable audio file",
+                  500: "Unexpected error (the message carries a request id)",
+                  503: "Busy: the queue is full (see Retry-After)", 504: "The request's deadline passed"}
+
+
+def _documented(*statuses: int) -> dict:
+    return {s: {"model": ErrorResponse, "description": ERROR_MEANINGS[s]} for s in statuses}
 
 
 def error_body(status: int, message: str, param: str | None = None) -> ErrorResponse:
@@ -144,7 +160,8 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
-        return error_response(exc.status_code, str(exc.detail))
+        # Starlette's 405 carries the Allow header RFC 9110 requires; keep the exception's headers.
+        return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
@@ -154,7 +171,7 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
 
     @app.exception_handler(MurmurScopeError)
     async def _user_error(request: Request, exc: MurmurScopeError):
-        return error_response(415 if isinstance(exc, NotAudioError) else 400, anonymous(str(exc)))
+        return error_response(415 if isinstance(exc, NotAudioError) else 422, anonymous(str(exc)))
 
     pool = WorkPool(config.workers, config.max_queued, config.deadline_s)
 
@@ -173,13 +190,15 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
     async def health() -> dict:
         return {"status": "ok"}
 
-    @app.get("/v1/models", response_model=ModelList)
+    @app.get("/v1/models", response_model=ModelList, responses=_documented(401))
     async def models() -> ModelList:
         return ModelList(data=[ModelCard(id=config.model_name)])
 
-    @app.post("/v1/analyze", response_model=Findings, responses={400: {"model": ErrorResponse}})
-    async def analyze(files: list[UploadFile] = File(..., description="One recording per auscultation site."),
-                      sites: list[str] | None = Form(None, description="The site of each file, in order.")) -> Findings:
+    @app.post("/v1/analyze", response_model=Findings, responses=_documented(400, 401, 413, 415, 422, 500, 503, 504))
+    async def analyze(files: list[UploadFile] = File(..., min_length=1, max_length=config.max_recordings,
+                                                     description="One recording per auscultation site."),
+                      sites: list[Site] = Form([], max_length=config.max_recordings,
+                                                      description="The site of each file, in order.")) -> Findings:
         ticket = admit()
         try:
             return await ticket.run(_analyze, files, sites)
@@ -188,16 +207,12 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
         finally:
             ticket.close()
 
-    def _analyze(files: list[UploadFile], sites: list[str] | None) -> Findings:
-        if len(files) > config.max_recordings:
-            raise APIError(400, f"at most {config.max_recordings} recordings per request", "files")
+    def _analyze(files: list[UploadFile], sites: list[str]) -> Findings:
         if sites and len(sites) != len(files):
-            raise APIError(400, f"{len(sites)} sites for {len(files)} files: give one site per file", "sites")
+            raise APIError(422, f"{len(sites)} sites for {len(files)} files: give one site per file", "sites")
         recordings = []
         for k, upload in enumerate(files):
             site = sites[k] if sites else None
-            if site is not None and site not in SITES:
-                raise APIError(400, f"site {site!r} is not one of {', '.join(SITES)}", "sites")
             suffix = Path(upload.filename or "").suffix.lower() or ".wav"
             if (upload.size or 0) > config.max_recording_mb * 1024 * 1024:
                 raise APIError(413, f"file {k + 1}: over the {config.max_recording_mb:g} MB limit", "files")
@@ -206,7 +221,9 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
         return consultation.analyzer.analyze(recordings, ids=ids)
 
     @app.post("/v1/chat/completions", response_model=ChatCompletionResponse,
-              responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}})
+              responses={200: {"description": "The reply; with stream=true, chat.completion.chunk events",
+                               "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                         **_documented(400, 401, 403, 404, 413, 415, 422, 500, 503, 504)})
     async def chat_completions(request: ChatCompletionRequest, http: Request):
         if request.model != config.model_name:
             raise APIError(404, f"the model {request.model!r} does not exist; use {config.model_name!r}", "model")
@@ -228,6 +245,17 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
             if not streaming:
                 ticket.close(then=lambda: consultation.end(conversation))
 
+    def openapi() -> dict:
+        # The one model this server answers for is part of the contract: say so in the schema.
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            request = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]
+            request["model"]["enum"] = [config.model_name]
+            request["messages"]["maxItems"] = config.max_messages
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
 
 
@@ -275,7 +303,7 @@ def _conversation(messages: list[ChatMessage], conversation: str, consultation: 
     System and developer messages are not passed on: the consultation's own system prompt governs.
     """
     if messages[-1].role != "user":
-        raise APIError(400, "the last message must come from the user", "messages")
+        raise APIError(422, "the last message must come from the user", "messages")
     _check_sizes(messages, config)
     history: list[BaseMessage] = []
     for i, msg in enumerate(messages):
@@ -315,7 +343,7 @@ def _check_sizes(messages: list[ChatMessage], config: APIConfig) -> None:
                 chars += len(part.text)
                 continue
             if msg.role != "user":
-                raise APIError(400, "audio is accepted in user messages only", f"messages.{i}.content")
+                raise APIError(422, "audio is accepted in user messages only", f"messages.{i}.content")
             n_audio += 1
             encoded = part.input_audio.data if isinstance(part, InputAudioPart) else part.audio_url.url
             # base64 is 4 characters per 3 bytes: the decoded size is known without decoding.
@@ -323,16 +351,16 @@ def _check_sizes(messages: list[ChatMessage], config: APIConfig) -> None:
                 raise APIError(413, f"a recording over the {config.max_recording_mb:g} MB limit",
                                f"messages.{i}.content")
     if chars > config.max_text_chars:
-        raise APIError(400, f"{chars:,} characters of text; at most {config.max_text_chars:,} per request", "messages")
+        raise APIError(422, f"{chars:,} characters of text; at most {config.max_text_chars:,} per request", "messages")
     if n_audio > config.max_recordings:
-        raise APIError(400, f"at most {config.max_recordings} recordings per conversation", "messages")
+        raise APIError(422, f"at most {config.max_recordings} recordings per conversation", "messages")
 
 
 def _b64(data: str, where: str) -> bytes:
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise APIError(400, "audio data is not valid base64", where) from None
+        raise APIError(422, "audio data is not valid base64", where) from None
 
 
 def _decode_url(part: AudioURLPart, config: APIConfig, where: str) -> Recording:
@@ -344,26 +372,26 @@ def _decode_url(part: AudioURLPart, config: APIConfig, where: str) -> Recording:
     parsed = urlparse(url)
     if parsed.scheme in ("http", "https"):
         if not config.allow_remote_audio:
-            raise APIError(400, "remote audio URLs are disabled on this server; send the audio inline", where)
+            raise APIError(403, "remote audio URLs are disabled on this server; send the audio inline", where)
         try:
             remote = fetch_audio(url, int(config.max_recording_mb * 1024 * 1024), config.remote_audio_timeout_s)
         except RemoteAudioError as e:
-            raise APIError(400, f"{where}: {e}", where) from None
+            raise APIError(422, f"{where}: {e}", where) from None
         return _decode(remote.data, remote.suffix, None, config, where)
     if parsed.scheme == "file":
         root = config.allowed_local_audio_dir
         if root is None:
-            raise APIError(400, "file:// audio URLs are disabled on this server; send the audio inline", where)
+            raise APIError(403, "file:// audio URLs are disabled on this server; send the audio inline", where)
         path = Path(parsed.path).resolve()
         if not path.is_relative_to(root.resolve()):
             raise APIError(403, "file:// audio URLs must point inside the allowed folder", where)
         return load_recording(path)
-    raise APIError(400, "audio_url must be a data:, http(s):// or file:// URL", where)
+    raise APIError(422, "audio_url must be a data:, http(s):// or file:// URL", where)
 
 
 def _decode(data: bytes, suffix: str, site: str | None, config: APIConfig, where: str) -> Recording:
     try:
         return decode_upload(data, suffix, site, config.upload_dir)
     except AudioError as e:
-        status = 415 if isinstance(e, NotAudioError) else 400
+        status = 415 if isinstance(e, NotAudioError) else 422
         raise APIError(status, f"{where}: {anonymous(str(e))}", where) from None
