@@ -297,3 +297,54 @@ def nonheart(
                       f"({100 * r['changed_share']:.2f}%): {r['changes'] or 'none'}", highlight=False)
     if out:
         write(result, out)
+
+
+@app.command("fuzz")
+def fuzz(
+    n: Annotated[int, typer.Option("-n", "--n", help="Mutated files to decode.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the mutations (a failure is replayed from it).")] = 0,
+) -> None:
+    """Mutated WAV/FLAC/OGG/MP3 files (header bytes, truncation, splices, random bytes) through the upload
+    decoder: the count of each outcome; any exception other than MurmurScopeError fails the command."""
+    from rich.console import Console
+
+    from eval.fuzz_bench import run
+
+    result = run(n, seed)
+    console = Console()
+    console.print(f"{result.n} files in {result.seconds:.1f} s ({result.n / result.seconds:.0f}/s), peak RSS "
+                  f"{result.peak_rss_mb:.0f} MB", highlight=False)
+    for name, count in sorted(result.outcomes.items(), key=lambda kv: -kv[1]):
+        console.print(f"  {name}: {count}", highlight=False)
+    for f in result.failures[:20]:
+        console.print(f"  [red]unexpected[/red] #{f['index']} {f['format']} {f['mutation']}: {escape(f['error'])}",
+                      highlight=False)
+    if result.failures:
+        raise typer.Exit(1)
+
+
+@app.command("load")
+def load(
+    n: Annotated[int, typer.Option("-n", "--n", help="Concurrent requests per phase.")] = 50,
+    seconds: Annotated[float, typer.Option(help="Length of each recording sent.")] = 8.0,
+    server_option: Annotated[list[str] | None, typer.Option("--server-option", help="Passed to `serve api` "
+                                                            "(repeat), e.g. --server-option=--workers=2.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the result as JSON.")] = None,
+) -> None:
+    """N concurrent /v1/analyze and N concurrent chat requests with audio against `serve api` on 127.0.0.1:
+    status codes, p50/p99 latency, the server's RSS."""
+    from rich.console import Console
+
+    from eval.load_bench import run
+
+    result = run(n, seconds, server_options=tuple(server_option or ()))
+    console = Console()
+    for p in result.phases:
+        console.print(f"{p.name}: {p.requests} concurrent, statuses {p.statuses}, p50 {p.p50_s:.2f} s, "
+                      f"p99 {p.p99_s:.2f} s, max {p.max_s:.2f} s, wall {p.wall_s:.1f} s", highlight=False)
+    console.print(f"server RSS: {result.rss_start_mb:.0f} MB at start, peak {result.rss_peak_mb:.0f} MB, "
+                  f"{result.rss_end_mb:.0f} MB after", highlight=False)
+    if out:
+        out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if any(s.startswith("5") or not s.isdigit() for p in result.phases for s in p.statuses):
+        raise typer.Exit(1)

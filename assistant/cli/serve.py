@@ -26,7 +26,7 @@ def serve_api(
     max_messages: Annotated[int, typer.Option(help="Most messages in one chat request.")] = 256,
     max_text_chars: Annotated[int, typer.Option(help="Most text characters in one chat request.")] = 200_000,
     workers: Annotated[int, typer.Option(help="Threads doing model work.")] = 4,
-    max_queued: Annotated[int, typer.Option(help="Requests waiting for a worker before 503.")] = 16,
+    max_queued: Annotated[int, typer.Option(help="Requests waiting for a worker before 503.")] = 64,
     deadline_s: Annotated[float, typer.Option(help="Time one request may take before 504.")] = 120.0,
     allow_remote_audio: Annotated[bool, typer.Option(help="Fetch http(s) audio URLs.")] = False,
     allowed_local_audio_dir: Annotated[Path | None, typer.Option(help="Allow file:// audio under this folder.")] = None,

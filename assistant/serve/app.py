@@ -85,7 +85,7 @@ class APIConfig:
     max_json_values: int = 8_192
     # Model work (assistant/serve/work.py): worker threads, requests queued behind them, one deadline each.
     workers: int = 4
-    max_queued: int = 16
+    max_queued: int = 64
     deadline_s: float = 120.0
     retry_after_s: int = 5
 
