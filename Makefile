@@ -44,9 +44,9 @@ $(VLLM_STAMP): constraints-vllm.txt requirements-vllm.txt
 	touch $(VLLM_STAMP)
 
 # Debian packages the suite drives: chromium for the browser test (through playwright, never
-# `playwright install`). Installed when we are root and apt exists, as on CI; elsewhere the tests that
+# `playwright install`), espeak-ng for the speech clips of the non-heart gate's test and benchmark. Installed when we are root and apt exists, as on CI; elsewhere the tests that
 # need them skip and say why.
-DEBIAN_PACKAGES := chromium
+DEBIAN_PACKAGES := chromium espeak-ng
 system-packages:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
