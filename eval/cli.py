@@ -342,9 +342,13 @@ def load(
     for p in result.phases:
         console.print(f"{p.name}: {p.requests} concurrent, statuses {p.statuses}, p50 {p.p50_s:.2f} s, "
                       f"p99 {p.p99_s:.2f} s, max {p.max_s:.2f} s, wall {p.wall_s:.1f} s", highlight=False)
-    console.print(f"server RSS: {result.rss_start_mb:.0f} MB at start, peak {result.rss_peak_mb:.0f} MB, "
-                  f"{result.rss_end_mb:.0f} MB after", highlight=False)
+    console.print(f"server RSS: {result.rss_start_mb:.0f} MB at start, peak {result.rss_peak_mb:.0f} MB under "
+                  f"load, {result.rss_end_mb:.0f} MB at the end", highlight=False)
+    for h in result.hostile:
+        console.print(f"{h.name}: {h.status} in {h.seconds:.2f} s, RSS growth {h.rss_growth_mb:.0f} MB",
+                      highlight=False)
     if out:
         out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    if any(s.startswith("5") or not s.isdigit() for p in result.phases for s in p.statuses):
+    if any(s.startswith("5") or not s.isdigit() for p in result.phases for s in p.statuses) or any(
+            not 400 <= h.status < 500 for h in result.hostile):
         raise typer.Exit(1)

@@ -1,4 +1,5 @@
-"""Hostile audio inputs: decoding bombs and mutated files, for the fuzz test and `murmurscope eval fuzz`.
+"""Hostile inputs: decoding bombs, mutated files (the fuzz test, `murmurscope eval fuzz`) and request
+bodies that lie about their length (the API limits' test, `murmurscope eval load`).
 
 A bomb is a small file whose header asks the decoder for far more memory than the file holds: a FLAC
 whose STREAMINFO claims many channels, a high rate and ten minutes of frames. Mutations are the
@@ -9,8 +10,12 @@ splices of two files, random bytes inserted or flipped.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+import json
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from urllib.parse import urlparse
 
 import numpy as np
 import soundfile as sf
@@ -115,3 +120,45 @@ def fuzz_cases(n: int, seed: int = 0) -> Iterator[FuzzCase]:
         mutate = MUTATIONS[name]
         data = mutate(base[fmt], rng, other) if name == "splice" else mutate(base[fmt], rng)
         yield FuzzCase(k, fmt, name, data)
+
+
+def raw_post(url: str, path: str, headers: dict[str, str], chunks: Iterable[bytes],
+             timeout: float = 5.0) -> tuple[int, dict, float]:
+    """POST `chunks` over a plain socket, as an HTTP client that lies about the length would."""
+    u = urlparse(url)
+    start = time.perf_counter()
+    with socket.create_connection((u.hostname, u.port), timeout=timeout) as sock:
+        head = f"POST {path} HTTP/1.1\r\nHost: {u.hostname}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        sock.sendall((head + "\r\n").encode())
+        try:
+            for chunk in chunks:
+                sock.sendall(chunk)
+                if time.perf_counter() - start > timeout:
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server stopped reading: its answer is already on the way
+        reply = b""
+        try:
+            while b"\r\n\r\n" not in reply or len(reply) < reply.index(b"\r\n\r\n") + 4 + _length(reply):
+                data = sock.recv(65536)
+                if not data:
+                    break
+                reply += data
+        except (ConnectionResetError, TimeoutError):
+            pass
+    elapsed = time.perf_counter() - start
+    status = int(reply.split(b" ", 2)[1])
+    body = reply.split(b"\r\n\r\n", 1)[1]
+    return status, json.loads(body[: _length(reply)]), elapsed
+
+
+def _length(reply: bytes) -> int:
+    head = reply.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
+    return next((int(line.split(":")[1]) for line in head.split("\r\n") if line.startswith("content-length")), 0)
+
+
+def chunked(total: int, size: int = 1 << 20):
+    piece = b"{" + b" " * (size - 1)
+    for _ in range(total // size):
+        yield f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    yield b"0\r\n\r\n"

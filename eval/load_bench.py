@@ -3,7 +3,9 @@
 Starts `murmurscope serve api` on 127.0.0.1 in a subprocess (the shipped models, no chat model: a chat
 reply is the findings report, so every request does real analysis), then sends N concurrent
 `/v1/analyze` requests and N concurrent chat requests with inline audio, one phase after the other.
-Records status codes, latency percentiles and the server's resident memory (sampled every 100 ms).
+Records status codes, latency percentiles and the server's resident memory (sampled every 100 ms);
+then sends the audio bombs and a 300 MB chunked body with a lying Content-Length, and records how
+fast each is refused and how much the server's memory grew meanwhile.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import httpx
 import numpy as np
 import psutil
 import soundfile as sf
+
+from eval.hostile import chunked, flac_bomb, raw_post
 
 KEY = "load-bench"
 
@@ -46,12 +50,21 @@ class Phase:
 
 
 @dataclass
+class Hostile:
+    name: str
+    status: int
+    seconds: float
+    rss_growth_mb: float  # peak while it was answered, over the RSS just before
+
+
+@dataclass
 class LoadResult:
     phases: list[Phase]
     rss_start_mb: float
     rss_peak_mb: float
     rss_end_mb: float
     server_options: list[str]
+    hostile: list[Hostile]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,8 +145,26 @@ def run(n: int = 50, seconds: float = 8.0, timeout_s: float = 600.0,
                                                                                          "format": "wav"}}]}]})
 
             phases = [_phase("/v1/analyze", n, analyze), _phase("/v1/chat/completions with audio", n, chat)]
+            load_peak = peak[0]
+            hostile = []
+
+            def measured(name: str, send) -> None:
+                before = peak[0] = proc.memory_info().rss / 2**20
+                start = time.perf_counter()
+                status = send()
+                time.sleep(0.3)  # one more RSS sample after the answer
+                hostile.append(Hostile(name, status, time.perf_counter() - start - 0.3, peak[0] - before))
+
+            bombs = [("files", ("bomb.flac", flac_bomb(96_000, 8, 599), "audio/flac")),
+                     ("files", ("bomb655.flac", flac_bomb(655_000, 1, 599), "audio/flac"))]
+            measured("FLAC bombs (8 ch x 96 kHz x 599 s; 655 kHz) to /v1/analyze",
+                     lambda: client.post(f"{url}/v1/analyze", files=bombs).status_code)
+            lying = {**headers, "Content-Type": "application/json", "Content-Length": "10",
+                     "Transfer-Encoding": "chunked"}
+            measured("300 MB chunked body with Content-Length: 10 to /v1/chat/completions",
+                     lambda: raw_post(url, "/v1/chat/completions", lying, chunked(300 << 20))[0])
         sampling.set()
-        return LoadResult(phases, rss_start, peak[0], proc.memory_info().rss / 2**20, options)
+        return LoadResult(phases, rss_start, load_peak, proc.memory_info().rss / 2**20, options, hostile)
     finally:
         server.terminate()
         try:

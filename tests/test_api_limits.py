@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import base64
-import json
-import socket
 import time
-from urllib.parse import urlparse
 
 import httpx
 import pytest
@@ -14,7 +11,7 @@ from langchain_core.messages import AIMessage
 
 from assistant.consult.consultation import Consultation
 from assistant.serve.app import APIConfig, create_app
-from eval.hostile import flac_bomb
+from eval.hostile import chunked, flac_bomb, raw_post
 from tests.chat_doubles import ScriptedChatModel
 from tests.live_server import serve
 
@@ -35,47 +32,6 @@ def api(analyzer, tmp_path):
                        max_json_values=400, max_recordings=2, max_recording_mb=0.5)
     with serve(create_app(Consultation(analyzer, chat_model=model), config)) as url:
         yield url
-
-
-def raw_post(url: str, path: str, headers: dict[str, str], chunks, timeout: float = 5.0) -> tuple[int, dict, float]:
-    """POST `chunks` over a plain socket, as an HTTP client that lies about the length would."""
-    u = urlparse(url)
-    start = time.perf_counter()
-    with socket.create_connection((u.hostname, u.port), timeout=timeout) as sock:
-        head = f"POST {path} HTTP/1.1\r\nHost: {u.hostname}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        sock.sendall((head + "\r\n").encode())
-        try:
-            for chunk in chunks:
-                sock.sendall(chunk)
-                if time.perf_counter() - start > timeout:
-                    break
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server stopped reading: its answer is already on the way
-        reply = b""
-        try:
-            while b"\r\n\r\n" not in reply or len(reply) < reply.index(b"\r\n\r\n") + 4 + _length(reply):
-                data = sock.recv(65536)
-                if not data:
-                    break
-                reply += data
-        except (ConnectionResetError, TimeoutError):
-            pass
-    elapsed = time.perf_counter() - start
-    status = int(reply.split(b" ", 2)[1])
-    body = reply.split(b"\r\n\r\n", 1)[1]
-    return status, json.loads(body[: _length(reply)]), elapsed
-
-
-def _length(reply: bytes) -> int:
-    head = reply.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
-    return next((int(line.split(":")[1]) for line in head.split("\r\n") if line.startswith("content-length")), 0)
-
-
-def chunked(total: int, size: int = 1 << 20):
-    piece = b"{" + b" " * (size - 1)
-    for _ in range(total // size):
-        yield f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
-    yield b"0\r\n\r\n"
 
 
 @pytest.mark.parametrize("headers", [
