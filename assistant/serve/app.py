@@ -99,8 +99,8 @@ class APIError(Exception):
 # 400: the request does not match the schema; 422: it does, but breaks a rule the schema cannot state
 # (one site per file, the last message from the user, total text, audio that cannot be analysed).
 ERROR_MEANINGS = {400: "Invalid request", 401: "Missing or wrong API key", 403: "Not allowed on this server",
-                  404: "Unknown model", 422: "Valid request that cannot be processed",
-                  413: "Body, recording or JSON over a limit", 415: "Not a readable audio file",
+                  404: "Unknown model", 413: "Body, recording or JSON over a limit", 415: "Not a readable audio file",
+                  422: "Valid request that cannot be processed",
                   500: "Unexpected error (the message carries a request id)",
                   503: "Busy: the queue is full (see Retry-After)", 504: "The request's deadline passed"}
 
@@ -147,11 +147,12 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
                  1000 * (time.perf_counter() - start))
         return response
 
-    # Outermost: counts the bytes received, whatever Content-Length or Transfer-Encoding claim.
+    # Around the app: counts the bytes received, whatever Content-Length or Transfer-Encoding claim.
     app.add_middleware(BodyLimit, max_bytes=limit,
                        too_large=lambda: error_response(413, f"request body over the {config.max_upload_mb:g} MB "
                                                              "limit"))
-    # Outside the size limit: an unexpected error anywhere below is logged once and answered 500 with an id.
+    # Outermost (inside Starlette's own error middleware, which it never lets an exception reach): an
+    # unexpected error anywhere below is logged once and answered 500 with a request id.
     app.add_middleware(InternalErrors, internal=lambda rid: error_response(500, internal_message(rid)))
 
     @app.exception_handler(APIError)
