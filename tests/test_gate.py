@@ -53,6 +53,9 @@ def test_non_heart_audio_is_unknown_with_the_reason(analyzer):
         assert findings.no_heart == NO_HEART and findings.warnings[0] == NO_HEART, name
         assert all(r.not_heart for r in findings.recordings), name
         assert all(f.label is None for f in findings.features.values()), name
+    from assistant.consult.report import findings_markdown
+
+    assert findings_markdown(findings).startswith(f"**Murmur: Unknown**: {NO_HEART}")
 
 
 def test_one_heart_recording_keeps_the_models_call(analyzer, synth_recordings):
