@@ -42,9 +42,10 @@ $(VLLM_STAMP): constraints-vllm.txt requirements-vllm.txt
 	touch $(VLLM_STAMP)
 
 # Debian packages the suite drives: chromium for the browser test (through playwright, never
-# `playwright install`) and poppler-utils to render report pages. Installed when we are root and apt
-# exists, as on CI; elsewhere the tests that need them skip and say why.
-DEBIAN_PACKAGES := chromium poppler-utils
+# `playwright install`), poppler-utils to render report pages, and espeak-ng for the speech clips of
+# the non-heart gate's test and benchmark. Installed when we are root and apt exists, as on CI;
+# elsewhere the tests that need them skip and say why.
+DEBIAN_PACKAGES := chromium poppler-utils espeak-ng
 system-packages:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -9,13 +9,16 @@ excerpts (the full passages in an expander), and says so.
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import streamlit as st
 
+from assistant.consult.markdown import inert_markdown
 from assistant.data.audio import SITES, parse_name
 from assistant.data.labels import MURMUR_CLASSES
+from assistant.data.uploads import MAX_RECORDINGS, MAX_UPLOAD_MB
 from assistant.errors import MurmurScopeError
 
 AUDIO_TYPES = ["wav", "flac", "ogg", "mp3"]
@@ -36,9 +39,36 @@ def report(error: Exception) -> None:
         st.error(f"Something went wrong ({type(error).__name__}); please try again or check the server log.")
 
 
+class TooManyUploadsError(MurmurScopeError):
+    pass
+
+
+class Conversation:
+    """The session's conversation id. Streamlit drops a session's state when its tab has been gone for
+    server.disconnectedSessionTTL seconds; this object goes with it, and the finalizer then forgets the
+    conversation's recordings (Streamlit has no session-end callback)."""
+
+    def __init__(self, consultation):
+        self.id = consultation.new_conversation()
+        self._release = weakref.finalize(self, consultation.end, self.id)
+
+    def end(self) -> None:
+        self._release()
+
+
+def check_uploads(files) -> None:
+    """Counts and sizes, before anything is decoded (the API's limits)."""
+    if len(files) > MAX_RECORDINGS:
+        raise TooManyUploadsError(f"{len(files)} files: at most {MAX_RECORDINGS} recordings per analysis")
+    total = sum(f.size for f in files)
+    if total > MAX_UPLOAD_MB * 2**20:
+        raise TooManyUploadsError(f"{total / 2**20:.1f} MB in all: at most {MAX_UPLOAD_MB:g} MB per analysis")
+
+
 def analyse(files, sites: list[str | None]) -> None:
     from assistant.data.uploads import anonymous, decode_upload
 
+    check_uploads(files)
     consultation = load_consultation()
     recordings = []
     for f, site in zip(files, sites):
@@ -47,9 +77,9 @@ def analyse(files, sites: list[str | None]) -> None:
         except MurmurScopeError as e:
             raise type(e)(f"{f.name}: {anonymous(str(e))}") from None
     if "conversation" in st.session_state:
-        consultation.end(st.session_state.conversation)
-    conversation = consultation.new_conversation()
-    ids = [consultation.attach(conversation, r) for r in recordings]
+        st.session_state.conversation.end()
+    conversation = Conversation(consultation)
+    ids = [consultation.attach(conversation.id, r) for r in recordings]
     findings = consultation.analyzer.analyze(recordings, ids=ids)
     st.session_state.update(conversation=conversation, recordings=recordings, findings=findings,
                             names=[f.name for f in files], messages=[])
@@ -166,23 +196,24 @@ def show_passages(passages) -> None:
 
 
 def show_chat() -> None:
+    # Model-written text is rendered inert: no images fetched, no links to click.
     for m in st.session_state.messages:
         with st.chat_message(m["role"]):
-            st.markdown(m["content"])
+            st.markdown(inert_markdown(m["content"]))
             show_passages(m.get("guidance"))
     question = st.chat_input("Ask about these recordings")
     if not question:
         return
     st.session_state.messages.append({"role": "user", "content": question})
     with st.chat_message("user"):
-        st.markdown(question)
+        st.markdown(inert_markdown(question))
     with st.chat_message("assistant"):
         try:
-            reply = load_consultation().ask(st.session_state.conversation, question)
+            reply = load_consultation().ask(st.session_state.conversation.id, question)
         except Exception as e:  # noqa: BLE001 - shown as a message, never a traceback
             report(e)
             return
-        st.markdown(reply.text)
+        st.markdown(inert_markdown(reply.text))
         show_passages(reply.guidance)
     st.session_state.messages.append({"role": "assistant", "content": reply.text, "guidance": reply.guidance})
 
@@ -192,7 +223,8 @@ def main() -> None:
     st.title("MurmurScope")
     st.caption("Heart-murmur consultation from phonocardiograms. Decision support, not a diagnosis.")
     add_guidelines()
-    files = st.file_uploader("Recordings, one per auscultation site", type=AUDIO_TYPES, accept_multiple_files=True)
+    files = st.file_uploader(f"Recordings, one per auscultation site (at most {MAX_RECORDINGS})", type=AUDIO_TYPES,
+                             accept_multiple_files=True, max_upload_size=int(MAX_UPLOAD_MB))
     sites: list[str | None] = []
     for k, f in enumerate(files or []):
         guess = parse_name(Path(f.name).stem)[1]

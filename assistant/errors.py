@@ -37,6 +37,14 @@ class NonFiniteError(AudioError):
     pass
 
 
+class UnsupportedAudioError(AudioError):
+    """A sample rate or channel count outside the supported range."""
+
+
+class AudioTooLargeError(AudioError):
+    """A file that would decode to more samples than the decoding limit allows."""
+
+
 class SilentError(AudioError):
     pass
 

@@ -128,6 +128,15 @@ class BatchReplies:
         return combine(patient.patient_id, labels, answers)
 
 
+def expected_ids(evalset) -> list[str]:
+    """The custom_id of every request `write_batch` makes for the selected patients."""
+    from assistant.llm.prompts import QUESTION_FEATURES
+
+    by_id = evalset.by_id()
+    return [SEP.join((pid, ref.name, feature)) for pid in evalset.selected for ref in by_id[pid].recordings
+            for feature in QUESTION_FEATURES]
+
+
 def run_batch(config: RunConfig, batch_out: Path | None, batch_in: Path | None) -> str:
     if config.predictor != "audio-llm":
         raise PredictorError("--batch-out / --batch-in go with --predictor audio-llm")
@@ -140,6 +149,12 @@ def run_batch(config: RunConfig, batch_out: Path | None, batch_in: Path | None) 
     evalset = load_eval_set(config.data_root, config.split)
     if not ids & set(evalset.selected):
         raise BatchFileError(f"{batch_in}: answers none of the {len(evalset.selected)} patients to score")
+    missing = [cid for cid in expected_ids(evalset) if cid not in predictor.replies]
+    if missing:
+        # A run-batch that stopped early leaves a valid but short file: scoring it would count the
+        # missing answers as abstentions and report a number for a run that never finished.
+        raise BatchFileError(f"{batch_in}: {len(missing)} of {len(expected_ids(evalset))} requests have no reply "
+                             f"(first: {missing[0]}); the batch did not finish, rerun vllm run-batch")
     result = run(config, predictor)
     return f"{result.predicted} patients scored from {batch_in}, {result.resumed} from the cache; report in " \
            f"{config.out}/report.md"

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from assistant.cli.options import ConfigCommand, from_config
 
@@ -75,7 +76,7 @@ def run_command(
         return
     result = run(config)
     console.print(f"{result.predicted} patients predicted, {result.resumed} from the cache; "
-                  f"report in {config.out}/report.md")
+                  f"report in {escape(str(config.out / 'report.md'))}")
     _print_headline(console, result.metrics)
 
 
@@ -164,7 +165,8 @@ def consult_bench(config: ConsultBenchConfig) -> None:
     table.add_row("API: errors", str(result.api_errors))
     table.add_row("API: wall time", f"{result.api_wall_s:.3f} s")
     Console().print(table)
-    Console().print(f"wrote {out_dir / 'consult_bench.json'} and {out_dir / 'consult_bench.png'}")
+    Console().print(f"wrote {escape(str(out_dir / 'consult_bench.json'))} and "
+                    f"{escape(str(out_dir / 'consult_bench.png'))}")
 
 
 @app.command("classifier", cls=ConfigCommand)
@@ -200,8 +202,9 @@ def classifier(config: ClassifierBenchConfig) -> None:
         f.add_row(name, str(s["n_train"]), str(s["n_val"]), f"{s['accuracy']:.3f}", f"{s['uar']:.3f}",
                   ci(s["uar_ci"]), f"{s['majority_uar']:.3f}", f"{s['majority_accuracy']:.3f}")
     console.print(f)
-    console.print(f"confusion matrix: {out_dir / 'confusion_murmur.png'}; numbers: {out_dir / 'classifier_bench.json'}"
-                  f"; full report: {out_dir / 'report.md'}")
+    console.print(f"confusion matrix: {escape(str(out_dir / 'confusion_murmur.png'))}; numbers: "
+                  f"{escape(str(out_dir / 'classifier_bench.json'))}; "
+                  f"full report: {escape(str(out_dir / 'report.md'))}")
 
 
 @app.command("llm-bench")
@@ -220,3 +223,93 @@ def llm_bench(
 
     r = run_llm_bench(work, sft_steps, batch_size, requests, concurrency, machine)
     print(json.dumps({"measured": asdict(r), "gpu_recommendation": GPU_RECOMMENDATION}, indent=2))
+
+
+@app.command("nonheart")
+def nonheart(
+    circor_root: Annotated[Path | None, typer.Option("--circor-root", help="Labelled CirCor folder: also count "
+                                                     "the real calls the gate changes.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N real patients.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the generated clips.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write the full result (every clip, every change) as JSON.")] = None,
+) -> None:
+    """Non-heart audio (espeak-ng speech, music, noise, mains hum): the share called Unknown; on real
+    patients, how many calls the non-heart gate changes and which way."""
+    from rich.console import Console
+
+    from assistant.consult.analyzer import Analyzer
+    from eval.nonheart_bench import run_clips, run_real, write
+
+    analyzer = Analyzer.load()
+    result = run_clips(analyzer, seed)
+    if circor_root is not None:
+        result.real = run_real(analyzer, circor_root, limit)
+    console = Console()
+    console.print(f"non-heart clips called Unknown: {result.unknown}/{result.n_clips} "
+                  f"({100 * result.unknown_share:.1f}%)")
+    for kind, counts in result.by_kind.items():
+        console.print(f"  {kind}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), highlight=False)
+    for miss in result.missed:
+        console.print(f"  [yellow]called {miss['murmur']}:[/yellow] {escape(miss['kind'])} {escape(miss['name'])}",
+                      highlight=False)
+    if result.real:
+        r = result.real
+        console.print(f"real patients: {r['changed']}/{r['patients']} calls changed "
+                      f"({100 * r['changed_share']:.2f}%): {r['changes'] or 'none'}", highlight=False)
+    if out:
+        write(result, out)
+
+
+@app.command("fuzz")
+def fuzz(
+    n: Annotated[int, typer.Option("-n", "--n", help="Mutated files to decode.")] = 10_000,
+    seed: Annotated[int, typer.Option(help="Seed of the mutations (a failure is replayed from it).")] = 0,
+) -> None:
+    """Mutated WAV/FLAC/OGG/MP3 files (header bytes, truncation, splices, random bytes) through the upload
+    decoder: the count of each outcome; any exception other than MurmurScopeError fails the command."""
+    from rich.console import Console
+
+    from eval.fuzz_bench import run
+
+    result = run(n, seed)
+    console = Console()
+    console.print(f"{result.n} files in {result.seconds:.1f} s ({result.n / result.seconds:.0f}/s), peak RSS "
+                  f"{result.peak_rss_mb:.0f} MB", highlight=False)
+    for name, count in sorted(result.outcomes.items(), key=lambda kv: -kv[1]):
+        console.print(f"  {name}: {count}", highlight=False)
+    for f in result.failures[:20]:
+        console.print(f"  [red]unexpected[/red] #{f['index']} {f['format']} {f['mutation']}: {escape(f['error'])}",
+                      highlight=False)
+    if result.failures:
+        raise typer.Exit(1)
+
+
+@app.command("load")
+def load(
+    n: Annotated[int, typer.Option("-n", "--n", help="Concurrent requests per phase.")] = 50,
+    seconds: Annotated[float, typer.Option(help="Length of each recording sent.")] = 8.0,
+    server_option: Annotated[list[str] | None, typer.Option("--server-option", help="Passed to `serve api` "
+                                                            "(repeat), e.g. --server-option=--workers=2.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the result as JSON.")] = None,
+) -> None:
+    """N concurrent /v1/analyze and N concurrent chat requests with audio against `serve api` on 127.0.0.1:
+    status codes, p50/p99 latency, the server's RSS."""
+    from rich.console import Console
+
+    from eval.load_bench import run
+
+    result = run(n, seconds, server_options=tuple(server_option or ()))
+    console = Console()
+    for p in result.phases:
+        console.print(f"{p.name}: {p.requests} concurrent, statuses {p.statuses}, p50 {p.p50_s:.2f} s, "
+                      f"p99 {p.p99_s:.2f} s, max {p.max_s:.2f} s, wall {p.wall_s:.1f} s", highlight=False)
+    console.print(f"server RSS: {result.rss_start_mb:.0f} MB at start, peak {result.rss_peak_mb:.0f} MB under "
+                  f"load, {result.rss_end_mb:.0f} MB at the end", highlight=False)
+    for h in result.hostile:
+        console.print(f"{h.name}: {h.status} in {h.seconds:.2f} s, RSS growth {h.rss_growth_mb:.0f} MB",
+                      highlight=False)
+    if out:
+        out.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if any(s.startswith("5") or not s.isdigit() for p in result.phases for s in p.statuses) or any(
+            not 400 <= h.status < 500 for h in result.hostile):
+        raise typer.Exit(1)

@@ -37,6 +37,8 @@ class PatientOutput:
     # A feature head's top label whatever the murmur call (the classifier names features only when it calls
     # Present); scored separately, so the head can be judged apart from the murmur decision.
     feature_head: dict[str, str | None] | None = None
+    # Recordings the predictor could not use ({recording name: why}); the patient was predicted without them.
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def csv_row(self) -> dict[str, str]:
         row = {"patient_id": self.patient_id, "murmur": self.murmur or ""}
@@ -48,12 +50,13 @@ class PatientOutput:
 
     def to_json(self) -> dict:
         return {"patient_id": self.patient_id, "murmur": self.murmur, "probabilities": self.probabilities,
-                "features": self.features, "answers": self.answers, "feature_head": self.feature_head}
+                "features": self.features, "answers": self.answers, "feature_head": self.feature_head,
+                "skipped": self.skipped}
 
     @classmethod
     def from_json(cls, d: dict) -> PatientOutput:
         return cls(d["patient_id"], d.get("murmur"), d.get("probabilities"), d.get("features") or {},
-                   d.get("answers") or {}, d.get("feature_head"))
+                   d.get("answers") or {}, d.get("feature_head"), d.get("skipped") or {})
 
 
 class Predictor(Protocol):
@@ -181,7 +184,11 @@ class ClassifierPredictor:
         head = {name: max(f.probabilities, key=f.probabilities.get) if f and f.probabilities else None
                 for name, f in zip(FEATURES, found)}
         probs = {c: float(pred.probabilities[c]) for c in MURMUR_CLASSES} if pred.probabilities else None
-        return PatientOutput(patient.patient_id, pred.murmur, probs, features, feature_head=head)
+        used = {r.name for r in pred.recordings}
+        # The model's load warnings name the file: match each unused recording to its reason.
+        skipped = {ref.name: next((w for w in pred.warnings if ref.name in w), "not used")
+                   for ref in patient.recordings if ref.name not in used}
+        return PatientOutput(patient.patient_id, pred.murmur, probs, features, feature_head=head, skipped=skipped)
 
 
 def build_predictor(spec: str, fit_patients: list[Patient], binary_truth: dict[str, str] | None = None,

@@ -221,6 +221,11 @@ def render_markdown(metrics: dict, rows: list[dict], files: list[str]) -> str:
     if run.get("errors"):
         lines.append(f"- patients whose recordings could not be read (scored as no valid output): "
                      f"{len(run['errors'])}")
+    skipped = run.get("skipped") or {}
+    if skipped:
+        n = sum(len(v) for v in skipped.values())
+        lines.append(f"- recordings skipped (the patient predicted from the others; listed in `skipped.csv`): "
+                     f"{n} in {len(skipped)} patients")
     if "murmur" in metrics:
         m = metrics["murmur"]
         lines += ["", "## Murmur (Present / Unknown / Absent)", "",
@@ -278,6 +283,11 @@ def write_report(result: RunResult) -> None:
                             for r in rows]
     write_predictions(result)
     files = ["predictions.csv", "metrics.json", "cache.jsonl", "run.json"] + write_tables(metrics, rows, out)
+    skipped = metrics["run"].get("skipped") or {}
+    if skipped:
+        _write_csv(out / "skipped.csv", ["patient_id", "recording", "reason"],
+                   [[pid, name, why] for pid, recs in skipped.items() for name, why in recs.items()])
+        files.append("skipped.csv")
     if "murmur" in metrics:
         files += plot_murmur(metrics, out) + plot_features(metrics, out)
         files += plot_baselines(rows, out, "murmur_vs_baselines.png")

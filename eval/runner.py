@@ -175,7 +175,8 @@ def run(config: RunConfig, predictor: Predictor | None = None) -> RunResult:
     metrics = score(evalset, outputs, config.unknown_as, config.bootstrap, config.seed)
     metrics["run"] = {k: v for k, v in manifest.items() if k != "patients"} | {
         "n_patients": len(outputs), "protocol": evalset.protocol, "bootstrap_resamples": config.bootstrap,
-        "bootstrap_seed": config.seed, "errors": errors}
+        "bootstrap_seed": config.seed, "errors": errors,
+        "skipped": {o.patient_id: o.skipped for o in outputs if o.skipped}}
     result = RunResult(config.out, evalset, outputs, metrics, len(cached), len(outputs) - len(cached), errors)
     write_report(result)
     return result

@@ -138,6 +138,21 @@ def test_unreachable_chat_model_falls_back(analyzer, synth_recordings):
     assert "could not be used (unreachable)" in reply.notice and reply.findings is not None
     streamed = "".join(c.stream(conv, "again?"))
     assert "could not be used" in streamed and "Evidence: 1 recording(s): rec1" in streamed
+    assert "127.0.0.1:9" not in reply.text + streamed  # replies never name internal endpoints
+
+
+def test_audio_llm_failure_does_not_name_the_endpoint(analyzer, synth_recordings):
+    from assistant.llm.client import AudioLLMConfig
+
+    model = scripted(call("ask_audio_llm", {"recording_id": "rec1", "question": "murmur?"}, "c1"),
+                     AIMessage(content="done"))
+    c = Consultation(analyzer, chat_model=model, audio_llm=AudioLLMConfig(base_url="http://127.0.0.1:9/v1", model="m",
+                                                                         timeout=5))
+    conv = c.new_conversation()
+    c.attach(conv, synth_recordings[0])
+    c.ask(conv, "ask the audio model")
+    (message,) = tool_messages(model)
+    assert "could not be reached" in message.content and "127.0.0.1" not in message.content
 
 
 def test_stream_yields_the_final_answer(analyzer, synth_recordings):
@@ -190,3 +205,19 @@ def test_a_wrong_tool_call_reaches_the_model_as_an_error(analyzer, synth_recordi
     assert ok.status != "error" and json.loads(ok.content)["recording_id"] == "rec1"
     assert reply.text == "done" and reply.notice is None
     assert reply.tools_called == ["diagnose_patient", "segment_recording", "segment_recording"]
+
+
+def test_classify_murmur_ids_are_deduplicated_and_checked(analyzer, synth_recordings):
+    model = scripted(
+        call("classify_murmur", {"recording_ids": ["rec2", "rec1", "rec2", "rec2", "rec1"] * 50}, "c1"),
+        call("classify_murmur", {"recording_ids": ["rec1", "rec7"]}, "c2"),
+        AIMessage(content="done"),
+    )
+    c = Consultation(analyzer, chat_model=model)
+    conv = c.new_conversation()
+    for rec in synth_recordings[:2]:
+        c.attach(conv, rec)
+    c.ask(conv, "murmur?")
+    first, second = tool_messages(model)
+    assert [r["id"] for r in json.loads(first.content)["recordings"]] == ["rec2", "rec1"]
+    assert second.content.startswith("classify_murmur failed") and "rec7" in second.content

@@ -132,7 +132,7 @@ def test_non_audio_upload(api, tmp_path):
 @pytest.mark.parametrize("audio_url", ["http://127.0.0.1:9/a.wav", "file:///etc/passwd"])
 def test_remote_and_file_urls_refused(api, audio_url):
     url, _, _ = api
-    with pytest.raises(openai.BadRequestError) as e:
+    with pytest.raises(openai.PermissionDeniedError) as e:
         client(url).chat.completions.create(model="murmurscope", messages=[{"role": "user", "content": [
             {"type": "audio_url", "audio_url": {"url": audio_url}}]}])
     assert "disabled" in e.value.body["message"]
@@ -142,11 +142,11 @@ def test_bad_requests(api, synth_recordings):
     url, _, _ = api
     with pytest.raises(openai.NotFoundError):
         client(url).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
-    with pytest.raises(openai.BadRequestError):
+    with pytest.raises(openai.UnprocessableEntityError):  # valid by the schema, but no question to answer
         client(url).chat.completions.create(model="murmurscope", messages=[{"role": "assistant", "content": "hi"}])
     r = httpx.post(f"{url}/v1/analyze", headers={"Authorization": f"Bearer {KEY}"},
                    files=[("files", ("a.wav", wav_bytes(synth_recordings[0]), "audio/wav"))], data={"sites": ["XX"]})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "sites"
+    assert r.status_code == 400 and r.json()["error"]["param"].startswith("sites")
 
 
 def test_file_urls_inside_the_allowed_folder(analyzer, synth_recordings, tmp_path):

@@ -57,3 +57,16 @@ def test_info_circor_dev(circor_dev):
     result = _run("info", str(circor_dev), "--json")
     assert result.returncode == 0
     assert json.loads(result.stdout)["summary"]["patients"] == 611
+
+
+def test_paths_with_markup_are_printed_literally(synth_root, tmp_path):
+    # rich would read "[/red]" in a file name as a closing tag and crash or swallow it.
+    src = next(synth_root.glob("*_MV.wav"))
+    (tmp_path / "x[").mkdir()
+    odd = tmp_path / "x[" / "red][bold]y_MV.wav"
+    odd.write_bytes(src.read_bytes())
+    result = _run("segment", str(odd), "--out", str(tmp_path / "x[" / "red]o.tsv"))
+    assert result.returncode == 0, result.stderr
+    assert "red][bold]y_MV.wav:" in result.stdout and "x[/red]o.tsv" in result.stdout
+    bad = _run("segment", str(tmp_path / "gone[" / "red].wav"))
+    assert bad.returncode == 2 and "gone[/red].wav" in bad.stderr.replace("\n", "") and "Traceback" not in bad.stderr

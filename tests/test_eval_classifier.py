@@ -48,6 +48,29 @@ def test_classifier_run_reproduces_the_model(random_model, tmp_path):
     assert "features_head" in result.metrics and result.metrics["murmur"]["auroc"] is not None
 
 
+def test_skipped_recordings_are_reported(random_model, tmp_path):
+    import soundfile as sf
+
+    from assistant.data.circor import read_folder
+    from assistant.data.synth import write_circor_folder
+    from eval.runner import RunConfig, run
+
+    root = tmp_path / "data"
+    write_circor_folder(root, n_patients=3, seed=4, duration=4.0)
+    ref = read_folder(root)[1].recordings[0]
+    samples, rate = sf.read(ref.audio_path)
+    sf.write(ref.audio_path, samples[: rate // 2], rate)  # 0.5 s: under the 2 s minimum
+    result = run(RunConfig(root, f"classifier:{random_model}", tmp_path / "out", split="all", bootstrap=10,
+                           progress=False))
+    skipped = result.metrics["run"]["skipped"]
+    assert list(skipped) == [ref.patient_id] and list(skipped[ref.patient_id]) == [ref.name]
+    assert "shorter than" in skipped[ref.patient_id][ref.name]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "recordings skipped" in report and "1 in 1 patients" in report
+    with (tmp_path / "out" / "skipped.csv").open() as fh:
+        assert [(r["patient_id"], r["recording"]) for r in csv.DictReader(fh)] == [(ref.patient_id, ref.name)]
+
+
 @pytest.fixture(scope="module")
 def val_root(tmp_path_factory):
     """24 generated patients: the project split puts one or two of each murmur class on the validation side."""

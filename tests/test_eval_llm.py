@@ -74,6 +74,11 @@ def test_batch_round_trip(small_root, tmp_path):
         out_lines.append(json.dumps({"id": f"vllm-{k}", "custom_id": req["custom_id"], "response": response,
                                      "error": error}))
     replies = tmp_path / "replies.jsonl"
+    # A run-batch that stopped early: the file is valid JSONL but short, and is refused, not scored.
+    replies.write_text("\n".join(out_lines[:-5]) + "\n")
+    partial = _cli("eval", "run", *common, "--out", str(tmp_path / "partial"), "--batch-in", str(replies))
+    assert partial.returncode == 2 and "5 of" in partial.stderr and "did not finish" in partial.stderr
+    assert not (tmp_path / "partial").exists()
     replies.write_text("\n".join(out_lines) + "\n")
     assert read_batch_output(replies)[lines[0]["custom_id"]] == ""
     r = _cli("eval", "run", *common, "--out", str(tmp_path / "scored"), "--batch-in", str(replies),

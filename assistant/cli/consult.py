@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from assistant.cli.options import Section, from_config
 from assistant.errors import MurmurScopeError
@@ -70,7 +71,7 @@ def analyze(
 
             plot_dir.mkdir(parents=True, exist_ok=True)
             png = save_findings_figure(plot_dir / f"murmurscope_{p.patient_id}.png", p.recordings, findings)
-            err.print(f"plot: {png}")
+            err.print(f"plot: {escape(str(png))}")
         if not as_json:
             out.print(Markdown(f"# Patient {p.patient_id}\n\n" + report_markdown(findings)))
     if as_json:
@@ -117,7 +118,7 @@ def chat(
     conversation = consultation.new_conversation()
     for rec in patients[0].recordings:
         rid = consultation.attach(conversation, rec)
-        out.print(f"attached {rid}: {rec.source} (site {rec.site or '?'})")
+        out.print(f"attached {rid}: {escape(rec.source)} (site {rec.site or '?'})")
     while True:
         try:
             text = input("you> ").strip()

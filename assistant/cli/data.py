@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from assistant.errors import MurmurScopeError
@@ -67,4 +68,4 @@ def synth(
         raise MurmurScopeError(f"{out_dir}: already holds patient headers; choose an empty folder")
     written = write_circor_folder(out_dir, n_patients=patients, seed=seed, suffix=suffix, duration=duration,
                                   with_labels=labels)
-    out.print(f"wrote {len(written)} synthetic patients to {out_dir}")
+    out.print(f"wrote {len(written)} synthetic patients to {escape(str(out_dir))}")

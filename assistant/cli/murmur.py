@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from assistant.errors import MurmurScopeError
 
@@ -56,7 +57,7 @@ def predict(
     rows = []
     for p in predictions:
         for w in p.warnings:
-            err.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
+            err.print(f"[yellow]warning:[/yellow] {escape(str(w))}", highlight=False, soft_wrap=True)
         rows.append(p.csv_row())
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with out_csv.open("w", newline="") as fh:
@@ -64,4 +65,5 @@ def predict(
         writer.writeheader()
         writer.writerows(rows)
     counts = {c: sum(r["murmur"] == c for r in rows) for c in ("Present", "Unknown", "Absent")}
-    err.print(f"wrote {len(rows)} patients to {out_csv} ({', '.join(f'{k} {v}' for k, v in counts.items())})")
+    tally = ", ".join(f"{k} {v}" for k, v in counts.items())
+    err.print(f"wrote {len(rows)} patients to {escape(str(out_csv))} ({tally})")

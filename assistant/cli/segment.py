@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from assistant.data.audio import load_recording
 from assistant.data.circor import read_folder
@@ -54,14 +55,14 @@ def segment_file(path: Path, out: Path | None, *, plot: bool, force: bool, emiss
     _check_writable([p for p in (out, png) if p], {path.resolve()}, force)
     rec = load_recording(path)
     result = _segmenter(emission).segment(rec)
-    console.print(f"{path.name}: {describe(result)}", highlight=False)
+    console.print(f"{escape(path.name)}: {describe(result)}", highlight=False)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_tsv(out, result.segmentation)
-        console.print(f"wrote {out}", highlight=False)
+        console.print(f"wrote {escape(str(out))}", highlight=False)
     if png:
         plot_segmentation(rec, result, png)
-        console.print(f"wrote {png}", highlight=False)
+        console.print(f"wrote {escape(str(png))}", highlight=False)
 
 
 def segment_folder(folder: Path, out: Path | None, *, plot: bool, force: bool, emission: str | None,
@@ -102,7 +103,7 @@ def segment_folder(folder: Path, out: Path | None, *, plot: bool, force: bool, e
     for line in lines:
         console.print(line, highlight=False)
     for msg in failed:
-        console.print(f"[yellow]skipped:[/yellow] {msg}", highlight=False)
+        console.print(f"[yellow]skipped:[/yellow] {escape(msg)}", highlight=False)
     where = f", wrote .tsv files to {out}" if out is not None else ""
     console.print(f"{len(lines)} recordings segmented ({unreliable} without reliable cycles), "
                   f"{len(failed)} skipped{where}", highlight=False)

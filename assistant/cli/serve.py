@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from assistant.cli.consult import AUDIO_LLM, CHAT_MODEL
 from assistant.cli.options import ConfigCommand, Section, from_config
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 
 out = Console()
 err = Console(stderr=True)
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 app = typer.Typer(help="Run the servers: the API and the audio-LLM.", no_args_is_help=True)
 
 
@@ -34,6 +36,9 @@ def serve_api(config: APIConfig, chat_model: ChatModelConfig, audio_llm: AudioLL
 
     consultation = Consultation.load(chat_model, audio_llm)
     host, port = config.host, config.port
+    if not config.api_key and host not in LOOPBACK:
+        err.print(f"[yellow]warning:[/yellow] listening on {escape(host)} without --api-key: anyone who can reach this "
+                  "port can upload recordings and use the chat model", highlight=False)
     err.print(f"MurmurScope API on http://{host}:{port}/v1 "
               f"(chat model: {chat_model.base_url or 'none, findings only'})")
     # No access log: it would record client addresses.
@@ -50,6 +55,9 @@ def serve_llm(config: LLMServerConfig) -> None:
 
     # vLLM runs in its own session: a SIGTERM to this command must still stop it (the `with` below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if not config.api_key and config.host not in LOOPBACK:
+        err.print(f"[yellow]warning:[/yellow] vLLM listening on {escape(config.host)} without --api-key: anyone who "
+                  "can reach this port can use the model", highlight=False)
     with start_llm_server(config) as server:
         out.print(f"audio-LLM ready after {server.ready_after:.0f} s: {config.base_url} (model {config.name!r})")
         server.process.wait()

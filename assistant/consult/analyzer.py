@@ -18,6 +18,7 @@ from assistant.consult.findings import (
 from assistant.data.audio import Recording, check_samples
 from assistant.errors import MurmurScopeError
 from assistant.murmur.model import MurmurModel, PatientPrediction
+from assistant.segment.gate import NO_HEART, not_heart_reason
 from assistant.segment.segmenter import Segmenter, SegmentResult, default_segmenter, segment_recording
 from knowledge.retriever import Retriever
 
@@ -34,14 +35,26 @@ def segmentation_finding(result: SegmentResult) -> SegmentationFinding:
     )
 
 
-def guidance_query(prediction: PatientPrediction) -> str:
-    """A retrieval query that describes the result in the words guidance documents use."""
-    if prediction.murmur == "Present":
+def recording_gate(result: SegmentResult) -> str | None:
+    """Why a recording does not count as heart sounds (no reliable cycles, or it sounds like something else)."""
+    if not result.reliable:
+        return result.message
+    return not_heart_reason(result.evidence, result.quality) if result.evidence else None
+
+
+def heart_check(results: Sequence[SegmentResult]) -> str | None:
+    """The patient-level gate: NO_HEART when no recording counts as heart sounds, else None."""
+    return NO_HEART if all(recording_gate(r) for r in results) else None
+
+
+def guidance_query(prediction: PatientPrediction, murmur: str) -> str:
+    """A retrieval query that describes the result (`murmur`: the call after the gate) in guidance's words."""
+    if murmur == "Present":
         described = [f.label for name, f in prediction.features.items()
                      if f.label and not f.low_confidence and not name.startswith("diastolic")]
         return ("heart murmur " + " ".join(described) +
                 " in a child: innocent versus pathological murmur, when to refer for echocardiography")
-    if prediction.murmur == "Unknown":
+    if murmur == "Unknown":
         return "poor quality auscultation, murmur cannot be judged: repeat the recording, when to refer"
     return "normal heart sounds without a murmur in a child: screening and follow-up"
 
@@ -101,24 +114,35 @@ class Analyzer:
         # predict_recordings keeps the order of its input and drops only recordings that fail
         # check_samples, which none does now: recording k is prediction k.
         with self._model_lock:
+            results = [segment_recording(rec, segmenter=self.segmenter) for rec in recordings]
             prediction = self.murmur_model.predict_recordings(list(recordings), patient_id=patient_id)
+        reasons = [recording_gate(r) for r in results]
+        # The non-heart gate: when no recording sounds like a heart, the call is Unknown whatever the
+        # model says (speech has been called Present); one recording that passes keeps the model's call.
+        no_heart = heart_check(results)
         found = [RecordingFindings(id=rid, site=rec.site, duration_s=round(rec.duration, 2),
-                                   segmentation=self.segment(rec), murmur_probabilities=_rounded(p.probabilities))
-                 for rid, rec, p in zip(ids, recordings, prediction.recordings, strict=True)]
+                                   segmentation=segmentation_finding(res),
+                                   murmur_probabilities=_rounded(p.probabilities), not_heart=why,
+                                   evidence=res.evidence.to_dict() if res.evidence else {})
+                 for rid, rec, p, res, why in zip(ids, recordings, prediction.recordings, results, reasons,
+                                                  strict=True)]
+        warnings = ([no_heart] if no_heart else []) + list(prediction.warnings)
+        warnings += [f"{r.id}: {r.not_heart}" for r in found if r.not_heart]
         findings = Findings(
             patient_id=patient_id,
-            murmur=prediction.murmur,
+            murmur="Unknown" if no_heart else prediction.murmur,
             probabilities=_rounded(prediction.probabilities),
             signal_quality=round(sum(r.segmentation.quality for r in found) / len(found), 3),
             recordings=found,
-            features={name: FeatureFinding(label=f.label, probabilities=_rounded(f.probabilities),
+            features={name: FeatureFinding(label=None if no_heart else f.label, probabilities=_rounded(f.probabilities),
                                            low_confidence=f.low_confidence, n_train=f.n_train)
                       for name, f in prediction.features.items()},
-            warnings=list(prediction.warnings) + [f"{r.id}: {r.segmentation.message}" for r in found
-                                                  if not r.segmentation.reliable],
+            warnings=warnings,
+            no_heart=no_heart,
+            ungated_murmur=prediction.murmur if no_heart else None,
         )
         if guidance:
-            findings.guidance = self.guidance(guidance_query(prediction))
+            findings.guidance = self.guidance(guidance_query(prediction, findings.murmur))
         return findings
 
 

@@ -5,6 +5,7 @@ notice; never generated prose). The terminal chat, the API and the app all use t
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import openai
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.errors import GraphRecursionError
 
 from assistant.consult.agent import ChatModelConfig, build_agent
 from assistant.consult.analyzer import AnalysisConfig, Analyzer
@@ -24,11 +26,19 @@ from assistant.consult.topics import Topic, TopicClassifier
 from assistant.data.audio import Recording
 from assistant.llm.client import AudioLLMConfig
 
+log = logging.getLogger("murmurscope.consult")
 NO_MODEL = "No chat model is configured (set MURMURSCOPE_CHAT_BASE_URL)"
-UNREACHABLE = "The chat model at {url} could not be used ({error})"
+# Replies never name the endpoint (API clients must not learn internal addresses); the log does.
+UNREACHABLE = "The chat model could not be used ({error})"
+# The chat client's errors and the agent's step limit: the reply falls back to the findings.
+AGENT_FAILURES = (openai.APIError, GraphRecursionError)
+# LangGraph's default is 10,007 steps: a model that keeps calling tools would hold a worker for minutes.
+MAX_AGENT_STEPS = 25
 
 
-def _why(e: openai.APIError) -> str:
+def _why(e: Exception) -> str:
+    if isinstance(e, GraphRecursionError):
+        return "the agent did not finish within its step limit"
     return "unreachable" if isinstance(e, openai.APIConnectionError) else f"{type(e).__name__}"
 UNGROUNDED = ("No analysis of the attached recordings (classify_murmur, segment_recording) has succeeded in this "
               "conversation: the chat model's reply does not rest on one")
@@ -101,7 +111,8 @@ class Consultation:
 
     def _input(self, conversation_id: str, text: str, history: Sequence[BaseMessage]) -> tuple[dict, dict]:
         messages = [*history, HumanMessage(self._turn(conversation_id, text))]
-        return {"messages": messages}, {"configurable": {"thread_id": conversation_id}}
+        return {"messages": messages}, {"configurable": {"thread_id": conversation_id},
+                                        "recursion_limit": MAX_AGENT_STEPS}
 
     def ask(self, conversation_id: str, text: str, history: Sequence[BaseMessage] = ()) -> Reply:
         if self.agent is None:
@@ -110,8 +121,8 @@ class Consultation:
         before = len(self.agent.get_state(config).values.get("messages", []))
         try:
             state = self.agent.invoke(inputs, config)
-        except openai.APIError as e:
-            return self.fallback(conversation_id, text, UNREACHABLE.format(url=self.chat_url, error=_why(e)))
+        except AGENT_FAILURES as e:
+            return self.fallback(conversation_id, text, self._unreachable(e))
         new = state["messages"][before:]
         called = [c["name"] for m in new if isinstance(m, AIMessage) for c in m.tool_calls]
         # A model that never looked at the recordings (in this turn or an earlier one) may still sound sure.
@@ -133,8 +144,8 @@ class Consultation:
                 if meta.get("langgraph_node") == "model" and isinstance(chunk, AIMessage) and chunk.text:
                     sent = True
                     yield chunk.text
-        except openai.APIError as e:
-            notice = UNREACHABLE.format(url=self.chat_url, error=_why(e))
+        except AGENT_FAILURES as e:
+            notice = self._unreachable(e)
             yield f"\n\n> {notice}." if sent else self.fallback(conversation_id, text, notice).text
 
     def topics(self, question: str) -> list[Topic]:
@@ -156,6 +167,9 @@ class Consultation:
             found = self.analyzer.analyze([a.recording for a in attached], ids=list(ids), guidance=False)
             self._findings[conversation_id] = cached = (ids, found)
         return cached[1].model_copy(deep=True)
+    def _unreachable(self, e: Exception) -> str:
+        log.warning("chat model at %s failed: %s", self.chat_url, _why(e))
+        return UNREACHABLE.format(error=_why(e))
 
     def fallback(self, conversation_id: str, text: str, reason: str) -> Reply:
         """The focused reply: the direct answer to the question's topics, its evidence, excerpts of the

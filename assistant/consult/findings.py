@@ -33,6 +33,8 @@ class RecordingFindings(BaseModel):
     duration_s: float
     segmentation: SegmentationFinding
     murmur_probabilities: dict[str, float] = Field(default_factory=dict)
+    not_heart: str | None = Field(default=None, description="Why this recording does not sound like a heart.")
+    evidence: dict[str, float] = Field(default_factory=dict, description="The non-heart gate's measures.")
 
 
 class FeatureFinding(BaseModel):
@@ -71,6 +73,10 @@ class Findings(BaseModel):
     warnings: list[str] = Field(default_factory=list)
     guidance: list[GuidancePassage] = Field(default_factory=list)
     disclaimer: str = DISCLAIMER
+    no_heart: str | None = Field(default=None, description="Set when no recording sounds like a heart: the call "
+                                                           "is then Unknown whatever the model says.")
+    ungated_murmur: str | None = Field(default=None, description="The model's call when the non-heart gate "
+                                                                 "overrode it.")
 
     def compact(self) -> dict:
         """The findings without per-interval segmentation: what a chat model needs to read."""

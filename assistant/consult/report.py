@@ -15,7 +15,10 @@ def _pct(p: float) -> str:
 
 def findings_markdown(f: Findings) -> str:
     probs = ", ".join(f"{c} {_pct(f.probabilities.get(c, 0.0))}" for c in MURMUR_CLASSES)
-    lines = [f"**Murmur: {f.murmur}** ({probs}); signal quality {f.signal_quality:.2f} (0 poor, 1 clean)."]
+    if f.no_heart:  # the model's probabilities are not a call on audio that is not a heart
+        lines = [f"**Murmur: {f.murmur}**: {f.no_heart} (the model alone: {probs})."]
+    else:
+        lines = [f"**Murmur: {f.murmur}** ({probs}); signal quality {f.signal_quality:.2f} (0 poor, 1 clean)."]
     lines.append("")
     lines.append("| recording | site | heart rate | quality | cycles | P(murmur present) |")
     lines.append("|---|---|---|---|---|---|")

@@ -36,8 +36,9 @@ def build_tools(analyzer: Analyzer, store: RecordingStore, audio_llm: AudioLLMCo
         attached recordings (all of them when omitted), with the murmur features (timing, shape, grading,
         pitch, quality, most audible location), per-recording signal quality and warnings."""
         conversation = conversation_of(runtime)
+        # Each id once, each one attached: a model repeating ids must not multiply the work.
         attached = (store.all(conversation) if not recording_ids
-                    else [store.get(conversation, rid) for rid in recording_ids])
+                    else [store.get(conversation, rid) for rid in dict.fromkeys(recording_ids)])
         if not attached:
             raise UnknownRecordingError("no recordings are attached to this conversation")
         findings = analyzer.analyze([a.recording for a in attached], ids=[a.id for a in attached], guidance=False)

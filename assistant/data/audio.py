@@ -14,6 +14,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from assistant.data.decode import decode_mono
 from assistant.errors import (
     AudioError,
     EmptyAudioError,
@@ -33,8 +34,15 @@ _SITE_IN_NAME = re.compile(r"(?:^|[^A-Za-z])(AV|PV|TV|MV|Phc)(?:$|[^A-Za-z])", r
 
 @dataclass(frozen=True)
 class AudioLimits:
+    """What a recording may be: analysis bounds (seconds) and decoding bounds checked before reading."""
+
     min_seconds: float = 2.0
     max_seconds: float = 600.0
+    min_rate: int = 1_000
+    max_rate: int = 192_000
+    max_channels: int = 8
+    # frames x channels: 600 s of 96 kHz mono or 48 kHz stereo; the mono output is at most 230 MB.
+    max_samples: int = 57_600_000
 
 
 @dataclass(frozen=True)
@@ -142,19 +150,9 @@ def load_recording(
         raise MissingFileError(f"{path}: no such file")
     if path.is_dir():
         raise NotAudioError(f"{path}: is a folder, not an audio file")
-    try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError):
-        raise NotAudioError(f"{path}: not a readable audio file (WAV, FLAC, OGG or MP3)") from None
-    # Refuse before decoding: an hour-long file should not be read just to be rejected.
-    if info.frames > 0 and info.frames / info.samplerate > limits.max_seconds:
-        raise TooLongError(f"{path}: {_too_long(info.frames / info.samplerate, limits).message}")
-    try:
-        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise NotAudioError(f"{path}: could not decode audio ({err})") from None
-    samples = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    # Refused before decoding when the header is over a limit; decoded in blocks, mixed to mono.
+    decoded = decode_mono(path, limits, max_seconds=limits.max_seconds)
+    samples, file_rate = decoded.samples, decoded.rate
     check_samples(samples, file_rate, str(path), limits)
     named_patient, named_site = parse_name(path.stem)
     rec = Recording(

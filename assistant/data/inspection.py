@@ -7,10 +7,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from assistant.data.audio import AudioLimits, parse_name, signal_problems
 from assistant.data.circor import Patient, RecordingRef, read_folder, read_patient
+from assistant.data.decode import decode_mono
 from assistant.errors import DatasetError, MissingFileError, NotAudioError
 
 
@@ -54,12 +54,9 @@ def inspect_file(path: Path, patient_id: str | None = None, site: str | None = N
                  limits: AudioLimits = AudioLimits()) -> RecordingInfo:
     if not path.exists():
         raise MissingFileError(f"{path}: no such file")
-    try:
-        meta = sf.info(str(path))
-        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError):
-        raise NotAudioError(f"{path}: not a readable audio file (WAV, FLAC, OGG or MP3)") from None
-    mono = samples.mean(axis=1) if samples.shape[1] else samples.reshape(-1)
+    # No seconds cap here (an over-long file is flagged, not refused); the decoding caps still bind.
+    decoded = decode_mono(path, limits)
+    mono, rate = decoded.samples, decoded.rate
     flags = quality_flags(mono, rate, limits)
     if tsv is False:
         flags.append("no_segmentation")
@@ -70,10 +67,10 @@ def inspect_file(path: Path, patient_id: str | None = None, site: str | None = N
         site=site or named_site,
         path=str(path),
         rate=int(rate),
-        channels=int(meta.channels),
+        channels=decoded.channels,
         duration=round(len(mono) / rate, 3),
-        format=meta.format,
-        subtype=meta.subtype,
+        format=decoded.format,
+        subtype=decoded.subtype,
         flags=tuple(flags),
     )
 

@@ -11,6 +11,11 @@ from pathlib import Path
 from assistant.data.audio import AUDIO_SUFFIXES, AudioLimits, Recording, load_recording
 from assistant.errors import EmptyAudioError
 
+# One upload (a request to the API, a file in the app) and the recordings per request or analysis:
+# the API's defaults and the app's caps (.streamlit/config.toml repeats MAX_UPLOAD_MB; a test checks).
+MAX_UPLOAD_MB = 25.0
+MAX_RECORDINGS = 8
+
 
 def decode_upload(data: bytes, suffix: str, site: str | None = None, upload_dir: Path | None = None,
                   limits: AudioLimits = AudioLimits()) -> Recording:

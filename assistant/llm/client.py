@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 from dataclasses import dataclass, field, fields
 
@@ -24,6 +25,9 @@ AUDIO_RATE = 16_000
 MAX_AUDIO_SECONDS = 30.0
 
 
+log = logging.getLogger("murmurscope.llm")
+
+
 class AudioLLMError(MurmurScopeError):
     """The audio-LLM server could not be reached or refused the request."""
 
@@ -34,17 +38,18 @@ class AudioLLMConfig:
         "help": "Served audio-LLM (enables ask_audio_llm).", "env": "MURMURSCOPE_AUDIO_LLM_URL", "name": "url"})
     model: str = field(default="murmurscope-audio", metadata={
         "help": "Audio-LLM model name.", "env": "MURMURSCOPE_AUDIO_LLM_MODEL"})
-    api_key: str = field(default="EMPTY", metadata={"help": "Audio-LLM key."})
+    api_key: str = field(default="EMPTY", metadata={"help": "Audio-LLM key.", "env": "MURMURSCOPE_AUDIO_LLM_API_KEY"})
     timeout: float = field(default=60.0, metadata={"help": "Seconds to wait for an audio-LLM answer."})
 
     @classmethod
     def from_env(cls, base_url: str | None = None, model: str | None = None) -> AudioLLMConfig | None:
-        """The served audio-LLM named by the arguments, else MURMURSCOPE_AUDIO_LLM_URL / _MODEL; None if neither."""
+        """The served audio-LLM named by the arguments, else MURMURSCOPE_AUDIO_LLM_URL / _MODEL / _API_KEY;
+        None if no URL."""
         env = {f.name: os.environ.get(f.metadata["env"]) for f in fields(cls) if "env" in f.metadata}
         url = base_url or env["base_url"]
         if not url:
             return None
-        return cls(base_url=url, model=model or env["model"] or cls.model)
+        return cls(base_url=url, model=model or env["model"] or cls.model, api_key=env.get("api_key") or cls.api_key)
 
 
 @dataclass(frozen=True)
@@ -86,10 +91,13 @@ def ask(recording: Recording, question: str, config: AudioLLMConfig) -> str:
         reply = client.chat.completions.create(
             model=config.model, messages=chat_messages(recording, question), temperature=0.0, max_tokens=32
         )
+    # The message reaches the chat model and API replies: the endpoint and its own words go to the log only.
     except openai.APIStatusError as e:
-        raise AudioLLMError(f"audio-LLM at {config.base_url} answered {e.status_code}: {e.message}") from None
+        log.warning("audio-LLM at %s answered %d: %s", config.base_url, e.status_code, e.message)
+        raise AudioLLMError(f"the audio-LLM answered HTTP {e.status_code}") from None
     except openai.APIError as e:
-        raise AudioLLMError(f"audio-LLM at {config.base_url} unreachable: {e}") from None
+        log.warning("audio-LLM at %s unreachable: %s", config.base_url, e)
+        raise AudioLLMError(f"the audio-LLM could not be reached ({type(e).__name__})") from None
     return reply.choices[0].message.content or ""
 
 

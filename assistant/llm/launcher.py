@@ -49,6 +49,10 @@ class LLMServerConfig:
     startup_timeout: float = field(default=600.0, metadata={"help": "Seconds to wait for the server to become ready."})
     log_file: Path | None = field(default=None, metadata={
         "help": "Append the server's output here [default: this terminal]."})
+    # Clients must send it as a bearer token (vLLM leaves /health open). Passed to vLLM as VLLM_API_KEY,
+    # not --api-key, so it does not show in the process list.
+    api_key: str | None = field(default=None, metadata={
+        "help": "Require this bearer key (clients: the same variable).", "env": "MURMURSCOPE_AUDIO_LLM_API_KEY"})
 
     @property
     def name(self) -> str:
@@ -72,6 +76,10 @@ class LLMServerConfig:
             "--tensor-parallel-size", str(self.tensor_parallel_size),
         ]
         return cmd + (["--enforce-eager"] if self.enforce_eager else [])
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k != "VLLM_API_KEY"}
+        return env | ({"VLLM_API_KEY": self.api_key} if self.api_key else {})
 
 
 def _group_alive(pgid: int) -> bool:
@@ -142,7 +150,7 @@ def start_llm_server(config: LLMServerConfig, wait: bool = True) -> LLMServer:
                              "vllm and set MURMURSCOPE_VLLM_PYTHON")
     log = open(config.log_file, "ab") if config.log_file else None  # noqa: SIM115 - the child holds it
     process = subprocess.Popen(config.command(), stdout=log, stderr=subprocess.STDOUT if log else None,
-                               start_new_session=True)
+                               start_new_session=True, env=config.environment())
     server = LLMServer(config, process, time.monotonic())
     if wait:
         try:

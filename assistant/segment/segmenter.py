@@ -22,6 +22,7 @@ from assistant.data.segmentation import Segmentation, State, complete_cycles
 from assistant.errors import MurmurScopeError
 from assistant.segment.emission_models import LogisticEmission, NetConfig, SegmenterNet
 from assistant.segment.envelopes import FRAME_RATE, EnvelopeConfig, frame_features
+from assistant.segment.gate import HeartEvidence, heart_evidence, steady_reason
 from assistant.segment.hsmm import DurationModel, autocorrelation_heart_rate, viterbi
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -76,6 +77,7 @@ class SegmentResult:
     reliable: bool
     message: str
     stats: QualityStats | None = field(default=None, compare=False)
+    evidence: HeartEvidence | None = field(default=None, compare=False)
 
     def cycles(self) -> list[tuple[float, float]]:
         """(start_s, end_s) of each complete cycle (`complete_cycles`): an S1 onset to the next."""
@@ -166,7 +168,14 @@ class Segmenter:
 
     def segment(self, rec: Recording) -> SegmentResult:
         features = frame_features(rec.samples, rec.rate, self.envelopes)
-        return self.segment_features(features)
+        result = self.segment_features(features)
+        # A steady tone or noise has no cycles, whatever the network makes of its envelope ripple
+        # (a 50 Hz hum scores as heart audio and decodes as dozens of "cycles").
+        evidence = heart_evidence(rec.samples, rec.rate)
+        steady = steady_reason(evidence)
+        if steady:
+            result = _unreliable(len(result.states), result.stats, f"{NO_CYCLES} ({steady})")
+        return replace(result, evidence=evidence)
 
     def segment_features(self, features: np.ndarray) -> SegmentResult:
         t = features.shape[0]
@@ -208,7 +217,7 @@ def _config_from(values: dict) -> SegmenterConfig:
     return SegmenterConfig(**{k: v for k, v in values.items() if k in names})
 
 
-def _unreliable(t: int, stats: QualityStats) -> SegmentResult:
+def _unreliable(t: int, stats: QualityStats | None, message: str = NO_CYCLES) -> SegmentResult:
     states = np.zeros(t, dtype=np.int8)
     return SegmentResult(
         segmentation=Segmentation.from_states(states, FRAME_RATE),
@@ -216,9 +225,9 @@ def _unreliable(t: int, stats: QualityStats) -> SegmentResult:
         states=states,
         heart_rate=None,
         heart_rate_confidence=0.0,
-        quality=stats.quality,
+        quality=stats.quality if stats else 0.0,
         reliable=False,
-        message=NO_CYCLES,
+        message=message,
         stats=stats,
     )
 

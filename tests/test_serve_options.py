@@ -1,0 +1,75 @@
+"""`serve api` and `serve llm`: keys reach the servers, and listening beyond loopback without one is warned about."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from assistant.cli.main import app
+from assistant.llm.launcher import LLMServerConfig
+
+runner = CliRunner()
+
+
+def test_vllm_key_goes_in_the_environment_not_the_command_line(monkeypatch):
+    monkeypatch.setenv("VLLM_API_KEY", "inherited")
+    keyed = LLMServerConfig(model=Path("m"), api_key="s3cret")
+    assert keyed.environment()["VLLM_API_KEY"] == "s3cret" and "s3cret" not in " ".join(keyed.command())
+    assert "VLLM_API_KEY" not in LLMServerConfig(model=Path("m")).environment()
+
+
+@pytest.fixture()
+def no_servers(monkeypatch):
+    import signal
+
+    import uvicorn
+
+    import assistant.consult.consultation as consultation
+    import assistant.llm.launcher as launcher
+
+    seen: dict = {}
+    monkeypatch.setattr(consultation.Consultation, "load", classmethod(lambda cls, *a, **k: object()))
+    monkeypatch.setattr("assistant.serve.app.create_app", lambda c, config: seen.setdefault("api", config))
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    monkeypatch.setattr(signal, "signal", lambda *a: None)  # serve llm's SIGTERM handler: not in pytest
+
+    class Done:
+        ready_after = 0.0
+
+        class process:  # noqa: N801 - stands in for Popen
+            @staticmethod
+            def wait():
+                return 0
+
+    @contextmanager
+    def fake_start(cfg):
+        seen["llm"] = cfg
+        yield Done()
+
+    monkeypatch.setattr(launcher, "start_llm_server", fake_start)
+    return seen
+
+
+@pytest.mark.parametrize("host,key,warned", [("0.0.0.0", None, True), ("0.0.0.0", "k", False),
+                                             ("127.0.0.1", None, False)])
+def test_serve_api_warns_without_a_key_beyond_loopback(no_servers, monkeypatch, host, key, warned):
+    monkeypatch.delenv("MURMURSCOPE_API_KEY", raising=False)
+    args = ["serve", "api", "--host", host, "--max-messages", "7", "--deadline-s", "9"] + (["--api-key", key] if key
+                                                                                            else [])
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert ("without --api-key" in result.output) is warned
+    config = no_servers["api"]
+    assert config.max_messages == 7 and config.deadline_s == 9 and config.api_key == key
+
+
+def test_serve_llm_passes_its_key_and_warns_without_one(no_servers, monkeypatch, tmp_path):
+    monkeypatch.delenv("MURMURSCOPE_AUDIO_LLM_API_KEY", raising=False)
+    result = runner.invoke(app, ["serve", "llm", "--model", str(tmp_path), "--host", "0.0.0.0", "--api-key", "k"])
+    assert result.exit_code == 0, result.output
+    assert no_servers["llm"].api_key == "k" and "without --api-key" not in result.output
+    result = runner.invoke(app, ["serve", "llm", "--model", str(tmp_path), "--host", "0.0.0.0"])
+    assert "without --api-key" in result.output
