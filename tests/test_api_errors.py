@@ -79,5 +79,7 @@ def test_handled_errors_have_no_traceback(analyzer, caplog):
     with _serve(analyzer, ScriptedChatModel(responses=[AIMessage(content="x")], seen=[])) as url:
         bad = httpx.post(f"{url}/v1/chat/completions", json={"model": "nope", "messages": []})
         missing = httpx.get(f"{url}/v2/none")
+        trace = httpx.request("TRACE", f"{url}/v1/models")
+    assert trace.status_code == 405 and trace.headers["allow"] == "GET"
     assert bad.status_code == 400 and missing.status_code == 404 and "x-request-id" in missing.headers
     assert not [r for r in caplog.records if r.exc_info]

@@ -74,3 +74,14 @@ def test_speech_is_never_called_a_murmur(analyzer, tmp_path):
         x = _fit(espeak(lang, "m1", 160, SPEECH[lang], tmp_path), 12 * RATE)
         findings = analyzer.analyze([_rec(x)], guidance=False)
         assert findings.murmur == "Unknown" and findings.no_heart == NO_HEART, lang
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_gate_leaves_real_calls_alone(analyzer, circor_dev):
+    """On real patients the gate may change at most 1% of the calls (all 611: `murmurscope eval nonheart`)."""
+    from eval.nonheart_bench import run_real
+
+    result = run_real(analyzer, circor_dev, limit=60, progress=False)
+    assert result["patients"] == 60 and result["changed"] <= 0.01 * 60, result["which"]
+    assert result["recordings_refused_by_the_segmenter_as_steady"] == 0
