@@ -93,7 +93,7 @@ def test_bad_requests_are_openai_shaped(url, upload):
     r = post(url, upload, headers={"Accept": "text/html"})
     assert r.status_code == 406 and "application/pdf" in r.json()["error"]["message"]
     r = post(url, upload, data={"patient_id": "../../etc"})
-    assert r.status_code == 400 and "patient id" in r.json()["error"]["message"]
+    assert r.status_code == 422 and "patient id" in r.json()["error"]["message"]
 
 
 def test_openapi_documents_the_formats(url):
