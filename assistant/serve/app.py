@@ -58,6 +58,7 @@ from assistant.serve.report_formats import (
     FORMAT_HELP,
     JSON,
     RESPONSES,
+    Format,
     FormatError,
     report_response,
     wanted_media_type,
@@ -220,7 +221,7 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
                       patient_id: str | None = Form(None, description="The patient's id, written into the PDF and "
                                                     "FHIR reports; without it they say 'anonymous'. File names "
                                                     "never are."),
-                      format_: str | None = Form(None, alias="format", description=FORMAT_HELP)):
+                      format_: Format | None = Form(None, alias="format", description=FORMAT_HELP)):
         try:
             media_type = wanted_media_type(format_, request.headers.get("accept"))
         except FormatError as e:
@@ -282,6 +283,12 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
             request = schema["components"]["schemas"]["ChatCompletionRequest"]["properties"]
             request["model"]["enum"] = [config.model_name]
             request["messages"]["maxItems"] = config.max_messages
+            # A form field has no null: `format` is optional (absent: the Accept header decides), never "null".
+            for body in schema["components"]["schemas"].values():
+                field = body.get("properties", {}).get("format")
+                if field and "anyOf" in field:
+                    (choices,) = [s for s in field.pop("anyOf") if s.get("type") != "null"]
+                    field.update(choices)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -3,6 +3,8 @@ chosen by the `format` form field or else the `Accept` header."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi.responses import Response
 
 from assistant.consult.analyzer import Analyzer
@@ -11,6 +13,8 @@ from assistant.data.audio import Recording
 
 JSON, PDF, FHIR = "application/json", "application/pdf", "application/fhir+json"
 FORMATS = {"json": JSON, "pdf": PDF, "fhir": FHIR}
+# The form field's values as a Literal, so the schema lists them and validation refuses others.
+Format = Literal[tuple(FORMATS)]
 # The OpenAPI description of the three bodies (merged by FastAPI with the Findings model for JSON).
 RESPONSES = {200: {"description": "The findings (JSON), the PDF consultation report, or a FHIR R4 Bundle.",
                    "content": {PDF: {"schema": {"type": "string", "format": "binary"}},
@@ -29,12 +33,11 @@ class FormatError(ValueError):
         self.status = status
 
 
-def wanted_media_type(format_field: str | None, accept: str | None) -> str:
-    """The media type to answer with; FormatError (400 bad field, 406 unmet Accept) otherwise."""
+def wanted_media_type(format_field: Format | None, accept: str | None) -> str:
+    """The media type to answer with (the field, validated by its Literal, wins); FormatError 406 when the
+    Accept header names none of the three."""
     if format_field:
-        if format_field.lower() not in FORMATS:
-            raise FormatError(400, f"format {format_field!r} is not one of {', '.join(FORMATS)}")
-        return FORMATS[format_field.lower()]
+        return FORMATS[format_field]
     if not accept:
         return JSON
     ranked = []
