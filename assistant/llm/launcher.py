@@ -49,6 +49,8 @@ class LLMServerConfig:
     startup_timeout: float = field(default=600.0, metadata={"help": "Seconds to wait for the server to become ready."})
     log_file: Path | None = field(default=None, metadata={
         "help": "Append the server's output here [default: this terminal]."})
+    # E.g. a chat model for the agent: ("--enable-auto-tool-choice", "--tool-call-parser", "hermes").
+    extra_args: tuple[str, ...] = field(default=(), metadata={"help": "More `vllm serve` options, passed as given."})
 
     @property
     def name(self) -> str:
@@ -71,7 +73,7 @@ class LLMServerConfig:
             "--limit-mm-per-prompt", '{"audio": 1}',
             "--tensor-parallel-size", str(self.tensor_parallel_size),
         ]
-        return cmd + (["--enforce-eager"] if self.enforce_eager else [])
+        return cmd + (["--enforce-eager"] if self.enforce_eager else []) + list(self.extra_args)
 
 
 def _group_alive(pgid: int) -> bool:
