@@ -176,13 +176,11 @@ def build_tool_chat_model(recipe: ToolChatModelRecipe, cache: Path = CACHE) -> P
     if (out / "trained.json").exists():
         return out
     import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
     # As vLLM's server hands them to the template: the client's schemas, no unset fields added.
     tools = [json.loads(t) for t in recipe.tools]
     pairs = _conversations(recipe)
-    from transformers import PreTrainedTokenizerFast
-
     # The tokenizer is trained on the rendered prompts (rendered once with a throwaway tokenizer: the template
     # does not depend on the vocabulary).
     render = PreTrainedTokenizerFast(tokenizer_object=_bare(), eos_token=IM_END)
