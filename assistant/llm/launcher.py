@@ -53,6 +53,8 @@ class LLMServerConfig:
     # not --api-key, so it does not show in the process list.
     api_key: str | None = field(default=None, metadata={
         "help": "Require this bearer key (clients: the same variable).", "env": "MURMURSCOPE_AUDIO_LLM_API_KEY"})
+    # E.g. a chat model for the agent: ("--enable-auto-tool-choice", "--tool-call-parser", "hermes").
+    extra_args: tuple[str, ...] = field(default=(), metadata={"help": "More `vllm serve` options, passed as given."})
 
     @property
     def name(self) -> str:
@@ -75,7 +77,7 @@ class LLMServerConfig:
             "--limit-mm-per-prompt", '{"audio": 1}',
             "--tensor-parallel-size", str(self.tensor_parallel_size),
         ]
-        return cmd + (["--enforce-eager"] if self.enforce_eager else [])
+        return cmd + (["--enforce-eager"] if self.enforce_eager else []) + list(self.extra_args)
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "VLLM_API_KEY"}
