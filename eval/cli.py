@@ -258,3 +258,12 @@ def llm_bench(
 
     r = run_llm_bench(work, sft_steps, batch_size, requests, concurrency, machine)
     print(json.dumps({"measured": asdict(r), "gpu_recommendation": GPU_RECOMMENDATION}, indent=2))
+
+
+def _register_cv() -> None:
+    from eval.cv_cli import classifier_cv
+
+    app.command("classifier-cv")(classifier_cv)
+
+
+_register_cv()

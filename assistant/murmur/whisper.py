@@ -74,8 +74,9 @@ class WhisperAudioEncoder(Encoder):
         self.dim = int(encoder.config.d_model)
         self.max_frames = int(encoder.config.max_source_positions) * 2  # mel frames per window
 
-    def frames_from_mel(self, mel: torch.Tensor) -> torch.Tensor:
-        """(B, n_mels, F) Whisper log-mel, F <= 3000 -> (B, ceil(F / 2), dim): `WhisperEncoder.forward` without
+    def hidden_states(self, mel: torch.Tensor) -> list[torch.Tensor]:
+        """(B, n_mels, F) Whisper log-mel, F <= 3000 -> the states after the convolutions and after each layer,
+        (B, ceil(F / 2), dim) each, the last one through the final layer norm: `WhisperEncoder.forward` without
         its demand for exactly 3000 frames."""
         e = self.encoder
         if mel.shape[-1] > self.max_frames:
@@ -84,9 +85,16 @@ class WhisperAudioEncoder(Encoder):
         x = nn.functional.gelu(e.conv2(x)).transpose(1, 2)
         h = x + e.embed_positions.weight[: x.shape[1]]
         h = nn.functional.dropout(h, p=e.config.dropout, training=self.training)
+        states = [h]
         for layer in e.layers:
             h = layer(h, None)
-        return e.layer_norm(h)
+            states.append(h)
+        states[-1] = e.layer_norm(h)
+        return states
+
+    def frames_from_mel(self, mel: torch.Tensor) -> torch.Tensor:
+        """(B, n_mels, F) -> (B, ceil(F / 2), dim): the encoder's output."""
+        return self.hidden_states(mel)[-1]
 
     def frames(self, waveforms: torch.Tensor) -> torch.Tensor:
         """(B, T) -> (B, L, dim); recordings longer than one window run window by window."""
