@@ -92,3 +92,24 @@ def test_probe_learns_a_separable_signal(synth_root, tmp_path):
     assert np.mean([a == y for a, y in scored]) >= 0.9
     assert all(abs(sum(r.probabilities) - 1) < 1e-6 for r in rows)
     assert Path(tmp_path / name / "fold1.json").is_file()
+
+
+def test_cv_command_prints_the_tables_from_fold_files_and_refuses_bad_input(synth_root, tmp_path):
+    from typer.testing import CliRunner
+
+    from assistant.cli.main import app
+    from assistant.errors import MurmurScopeError
+
+    base = ["eval", "classifier-cv", "--circor-root", str(synth_root), "--out", str(tmp_path), "--cv", "2"]
+    empty = CliRunner().invoke(app, base)
+    assert isinstance(empty.exception, MurmurScopeError) and "no finished folds" in str(empty.exception)
+    bad = CliRunner().invoke(app, [*base, "--recipe", "gpt"])
+    assert isinstance(bad.exception, MurmurScopeError)
+    patients = read_folder(synth_root)
+    for k, split in enumerate(fold_patients(patients, 2, 2022)):
+        rows = [_row(p.patient_id, k, p.labels.murmur, [0.6, 0.2, 0.2]) for p in patients if p.patient_id in split.val]
+        save_fold(tmp_path / "always-present" / f"fold{k}.json", rows, {"minutes": 0.5})
+    result = CliRunner().invoke(app, base)
+    assert result.exit_code == 0, result.output
+    assert "| always-present | own | 2/2 |" in result.output
+    assert "always-present: 2 folds, 1.0 min in all" in result.output
