@@ -101,6 +101,9 @@ class ClassifierTrainConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    # Train on these patients only (the project split then divides them): one fold of a cross-validation.
+    patients: tuple[str, ...] | None = field(default=None, metadata={
+        "help": "Patient ids to train on (default: every labelled patient in the folder)."})
 
     def __post_init__(self) -> None:
         if self.members < 1:
@@ -141,7 +144,9 @@ class Data:
 
     def __init__(self, config: ClassifierTrainConfig):
         self.config = config
-        patients = [p for p in read_folder(config.circor_root) if p.labels is not None]
+        everyone = [p for p in read_folder(config.circor_root) if p.labels is not None]
+        keep = set(config.patients) if config.patients is not None else None
+        patients = [p for p in everyone if keep is None or p.patient_id in keep]
         if not patients:
             raise MurmurScopeError(f"{config.circor_root}: no labelled patients to train on")
         split = split_patients(patients, config.split)
@@ -151,28 +156,28 @@ class Data:
                            p.patient_id not in self.val_ids)
                       for p in patients for r in p.recordings]
         self.refs = [r for p in patients for r in p.recordings]
+        # The caches cover the whole folder, so every fold of a cross-validation reads the same files.
+        self.cache_refs = [r for p in everyone for r in p.recordings]
         self.skipped: list[str] = []
 
     def load_mels(self, mel: LogMel) -> list[np.ndarray | None]:
         c = self.config
-        key = hashlib.sha1(json.dumps([mel.config.to_dict(), [str(r.audio_path) for r in self.refs]]).encode())
+        key = hashlib.sha1(json.dumps([mel.config.to_dict(), [str(r.audio_path) for r in self.cache_refs]]).encode())
         path = c.cache_dir / f"mels-{key.hexdigest()[:12]}.npz"
-        if path.exists():
-            with np.load(path) as z:
-                mels = [z[it.name] if it.name in z else None for it in self.items]
-        else:
-            mels = []
-            for ref in tqdm(self.refs, desc="log-mel", disable=not c.progress):
+        if not path.exists():
+            mels = {}
+            for ref in tqdm(self.cache_refs, desc="log-mel", disable=not c.progress):
                 try:
                     rec = ref.load(rate=mel.config.rate)
                 except MurmurScopeError as e:
                     self.skipped.append(str(e))
-                    mels.append(None)
                     continue
                 with torch.inference_mode():
-                    mels.append(mel(torch.from_numpy(rec.samples)[None])[0].numpy().astype(np.float16))
+                    mels[ref.name] = mel(torch.from_numpy(rec.samples)[None])[0].numpy().astype(np.float16)
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, **{it.name: m for it, m in zip(self.items, mels) if m is not None})
+            np.savez(path, **mels)
+        with np.load(path) as z:
+            mels = [z[it.name] if it.name in z else None for it in self.items]
         self.skipped += [f"{it.name}: unreadable" for it, m in zip(self.items, mels) if m is None]
         return mels
 
@@ -182,20 +187,19 @@ class Data:
 
         c = self.config
         segmenter_id = hashlib.sha1((WEIGHTS_DIR / f"{WEIGHTS_NAME}.safetensors").read_bytes()).hexdigest()
-        key = hashlib.sha1(json.dumps([segmenter_id, rate, [str(r.audio_path) for r in self.refs]]).encode())
+        key = hashlib.sha1(json.dumps([segmenter_id, rate, [str(r.audio_path) for r in self.cache_refs]]).encode())
         path = c.cache_dir / f"states-{key.hexdigest()[:12]}.npz"
-        if path.exists():
-            with np.load(path) as z:
-                return [z[it.name] if it.name in z else None for it in self.items]
-        segmenter, states = default_segmenter(), []
-        for ref in tqdm(self.refs, desc="segmenter", disable=not c.progress):
-            try:
-                states.append(segmenter.segment(ref.load(rate=rate)).states)
-            except MurmurScopeError:
-                states.append(None)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **{it.name: s for it, s in zip(self.items, states) if s is not None})
-        return states
+        if not path.exists():
+            segmenter, states = default_segmenter(), {}
+            for ref in tqdm(self.cache_refs, desc="segmenter", disable=not c.progress):
+                try:
+                    states[ref.name] = segmenter.segment(ref.load(rate=rate)).states
+                except MurmurScopeError:
+                    continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, **states)
+        with np.load(path) as z:
+            return [z[it.name] if it.name in z else None for it in self.items]
 
 
 def _crop(m: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarray:

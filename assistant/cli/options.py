@@ -145,7 +145,7 @@ def _parameter(leaf: Leaf, yaml: bool, optional: bool) -> inspect.Parameter:
     elif leaf.factory is not MISSING:
         default, show_default = None, False
     elif _is_tuple(leaf.kind):
-        default = ",".join(str(v) for v in leaf.default)
+        default = None if leaf.default is None else ",".join(str(v) for v in leaf.default)
     else:
         default = leaf.default
     nullable = leaf.nullable or default is None

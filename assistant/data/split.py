@@ -52,3 +52,24 @@ def split_patients(patients: list[Patient], config: SplitConfig = SplitConfig())
         val += [ids[i] for i in order[:n_val]]
         train += [ids[i] for i in order[n_val:]]
     return Split(tuple(sorted(train)), tuple(sorted(val)))
+
+
+def fold_patients(patients: list[Patient], folds: int = 5, seed: int = 2022) -> list[Split]:
+    """`folds` patient-level cross-validation splits, stratified as `split_patients` is: each patient is in
+    exactly one fold's `val`. Within each stratum the patients are shuffled and dealt to the folds in turn,
+    starting where the previous stratum stopped, so fold sizes differ by at most one."""
+    if folds < 2:
+        raise ValueError("cross-validation needs at least 2 folds")
+    strata: dict[str, list[str]] = {}
+    for p in patients:
+        strata.setdefault(_stratum(p), []).append(p.patient_id)
+    rng = np.random.default_rng(seed)
+    held: list[list[str]] = [[] for _ in range(folds)]
+    turn = 0
+    for key in sorted(strata):
+        ids = sorted(strata[key])
+        for i in rng.permutation(len(ids)):
+            held[turn % folds].append(ids[i])
+            turn += 1
+    everyone = sorted(p.patient_id for p in patients)
+    return [Split(tuple(sorted(set(everyone) - set(h))), tuple(sorted(h))) for h in held]

@@ -1,0 +1,68 @@
+"""`murmurscope eval classifier-cv`: run the cross-validated murmur recipes and print their tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+RECIPES = ("cnn", "whisper-lp")
+
+
+def classifier_cv(
+    circor_root: Annotated[Path, typer.Option(help="Labelled CirCor folder (e.g. ../shared/circor-dev).")],
+    out: Annotated[Path, typer.Option(help="Folder of the recipes' folds; finished folds are reused.")]
+    = Path("build/cv"),
+    cv: Annotated[int, typer.Option("--cv", help="Folds (patient level, stratified as the project split).")] = 5,
+    recipe: Annotated[Optional[list[str]], typer.Option(
+        help="Recipes to run before the tables: cnn, whisper-lp (repeatable; default: only print).")] = None,
+    only_fold: Annotated[Optional[list[int]], typer.Option(help="Run only these folds (repeatable).")] = None,
+    cnn_members: Annotated[int, typer.Option(help="cnn: ensemble members per fold (the shipped recipe has 5).")] = 5,
+    whisper: Annotated[Path, typer.Option(help="whisper-lp: converted Whisper folder (finetune convert-whisper).")]
+    = Path("build/whisper-tiny.en"),
+    whisper_seconds: Annotated[Optional[float], typer.Option(
+        help="whisper-lp: encode only the centre this many seconds of each recording.")] = 10.0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
+) -> None:
+    """5-fold cross-validation of the murmur recipes on every labelled patient: macro AUROC, W.acc, UAR and ECE
+    (mean ± std over folds), and the systolic features against the majority baseline."""
+    import os
+    import platform
+
+    from rich.console import Console
+
+    from assistant.errors import MurmurScopeError
+    from eval.cross_validation import CVConfig, patients_and_folds
+    from eval.cv_report import cost_lines, feature_markdown, murmur_markdown, murmur_rows, recipes
+
+    bad = [r for r in recipe or [] if r not in RECIPES]
+    if bad:
+        raise MurmurScopeError(f"--recipe must be one of {RECIPES}, not {bad[0]!r}")
+    config = CVConfig(circor_root, out, cv, only_folds=tuple(only_fold) if only_fold else None, threads=threads)
+    patients, splits = patients_and_folds(config)
+    if "cnn" in (recipe or []):
+        from eval.cv_cnn import run_cnn
+
+        name = "cnn-current" if cnn_members == 5 else f"cnn-current-{cnn_members}member"
+        run_cnn(config, name=name, cache_dir=Path("build/classifier"), members=cnn_members,
+                workers=min(2, cnn_members))
+    if "whisper-lp" in (recipe or []):
+        import torch
+
+        from eval.cv_probe import candidate_probes, run_probe
+        from eval.cv_whisper import whisper_embeddings
+
+        torch.set_num_threads(threads)
+        embeddings = whisper_embeddings(circor_root, whisper, out, max_seconds=whisper_seconds)
+        for probe in candidate_probes():
+            run_probe(config, probe, embeddings, patients, splits, f"whisper-tiny.en-{whisper_seconds:g}s")
+    found = recipes(out)
+    if not found:
+        raise MurmurScopeError(f"{out}: no finished folds yet; run with --recipe cnn or --recipe whisper-lp")
+    console = Console(width=200)
+    console.print(f"# {len(patients)} patients, {cv}-fold CV; {platform.node()} {os.cpu_count()} CPUs\n",
+                  highlight=False)
+    console.print(murmur_markdown(murmur_rows(found, cv)) + "\n", highlight=False)
+    console.print(feature_markdown(found, patients, splits) + "\n", highlight=False)
+    console.print(cost_lines(found), highlight=False)
