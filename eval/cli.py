@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from assistant.cli.options import ConfigCommand, from_config
+from eval.cv_cli import classifier_cv
 
 if TYPE_CHECKING:
     from eval.classifier_bench import ClassifierBenchConfig
@@ -313,10 +314,6 @@ def load(
     if any(s.startswith("5") or not s.isdigit() for p in result.phases for s in p.statuses) or any(
             not 400 <= h.status < 500 for h in result.hostile):
         raise typer.Exit(1)
-def _register_cv() -> None:
-    from eval.cv_cli import classifier_cv
-
-    app.command("classifier-cv")(classifier_cv)
 
 
-_register_cv()
+app.command("classifier-cv")(classifier_cv)

@@ -72,11 +72,17 @@ def gather(patients: list[Patient], embeddings: dict[str, np.ndarray], config: P
                       np.array([r[3] for r in rows]))
 
 
-def _probe(c: float, x: np.ndarray, y: np.ndarray):
-    """A balanced logistic regression; the class prior where the data hold one class only (tiny folds)."""
+def _fit(model, x: np.ndarray, y: np.ndarray):
+    """`model` fitted on (x, y); the class prior where the data hold one class only (tiny folds), which a
+    logistic regression cannot fit."""
     if len(set(y.tolist())) < 2:
         return DummyClassifier(strategy="prior").fit(x, y)
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=3000)).fit(x, y)
+    return model.fit(x, y)
+
+
+def _probe(c: float, x: np.ndarray, y: np.ndarray):
+    """A balanced logistic regression (or the prior, see _fit)."""
+    return _fit(make_pipeline(StandardScaler(), LogisticRegression(C=c, class_weight="balanced", max_iter=3000)), x, y)
 
 
 def log_proba(model, x: np.ndarray) -> np.ndarray:
@@ -123,8 +129,7 @@ def fit_fold(rec: Recordings, patients: list[Patient], train_rows: np.ndarray, c
     summary = np.stack([patient_summary(inner[groups[k]]) for k in ids])
     target = np.array([MURMUR_CLASSES.index(patients[k].labels.murmur) for k in ids])
     # Unweighted, so its probabilities stay calibrated; the decision rule weighs the classes afterwards.
-    patient = (make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=3000)).fit(summary, target)
-               if len(set(target.tolist())) > 1 else DummyClassifier(strategy="prior").fit(summary, target))
+    patient = _fit(make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=3000)), summary, target)
     features = {}
     p_present = np.exp(inner[:, PRESENT])
     for name in SYSTOLIC_FEATURES:

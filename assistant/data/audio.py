@@ -14,7 +14,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from assistant.data.decode import decode_mono
+from assistant.data.decode import decode_mono, too_long_message
 from assistant.errors import (
     AudioError,
     EmptyAudioError,
@@ -100,7 +100,7 @@ class SignalProblem:
 
 
 def _too_long(duration: float, limits: AudioLimits) -> SignalProblem:
-    return SignalProblem("too_long", f"{duration:.0f} s is longer than the {limits.max_seconds:g} s cap", TooLongError)
+    return SignalProblem("too_long", too_long_message(duration, limits.max_seconds), TooLongError)
 
 
 def signal_problems(samples: np.ndarray, rate: int, limits: AudioLimits = AudioLimits(),

@@ -37,6 +37,11 @@ class Decoded:
     subtype: str
 
 
+def too_long_message(duration: float, cap: float) -> str:
+    """The one wording of "over the duration cap", before decoding (here) and after (signal checks)."""
+    return f"{duration:.0f} s is longer than the {cap:g} s cap"
+
+
 def decode_mono(path: str | Path, limits: AudioLimits, max_seconds: float | None = None) -> Decoded:
     """Mono float32 samples of `path`, refusing before reading anything the limits would not allow.
 
@@ -56,7 +61,7 @@ def decode_mono(path: str | Path, limits: AudioLimits, max_seconds: float | None
         if not 1 <= channels <= limits.max_channels:
             raise UnsupportedAudioError(f"{path}: {channels} channels; at most {limits.max_channels} are supported")
         if max_seconds is not None and frames > 0 and frames / rate > max_seconds:
-            raise TooLongError(f"{path}: {frames / rate:.0f} s is longer than the {max_seconds:g} s cap")
+            raise TooLongError(f"{path}: {too_long_message(frames / rate, max_seconds)}")
         if frames > 0 and frames * channels > limits.max_samples:
             raise AudioTooLargeError(f"{path}: {frames} frames x {channels} channels is over the "
                                      f"{limits.max_samples:,} decoded-sample limit")
