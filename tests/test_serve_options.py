@@ -73,3 +73,40 @@ def test_serve_llm_passes_its_key_and_warns_without_one(no_servers, monkeypatch,
     assert no_servers["llm"].api_key == "k" and "without --api-key" not in result.output
     result = runner.invoke(app, ["serve", "llm", "--model", str(tmp_path), "--host", "0.0.0.0"])
     assert "without --api-key" in result.output
+
+
+def _serve_llm(tmp_path, *args, env=None, setup=""):
+    """`murmurscope serve llm` as a user runs it (errors become one line in main()); `setup` runs first."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "config.json").write_text("{}")  # passes the model-folder check, which comes first
+    code = f"{setup}\nfrom assistant.cli.main import main; main()"
+    return subprocess.run([sys.executable, "-c", code, "serve", "llm", "--model", str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=120, env=os.environ | (env or {}))
+
+
+@pytest.mark.parametrize("how", ["option", "env", "no .venv-vllm"])
+def test_serve_llm_without_vllm_is_one_line_naming_setup_vllm(tmp_path, how):
+    import sys
+
+    # This interpreter (MurmurScope's) has no vllm; the check must say so before spawning anything.
+    args, env, setup = {
+        "option": (["--vllm-python", sys.executable], None, ""),
+        "env": ([], {"MURMURSCOPE_VLLM_PYTHON": sys.executable}, ""),
+        "no .venv-vllm": ([], None, "import pathlib, assistant.llm.launcher as l; "
+                                    "l.REPO_VLLM_PYTHON = pathlib.Path('/nonexistent/python')"),
+    }[how]
+    if how != "env":
+        env = {"MURMURSCOPE_VLLM_PYTHON": ""}
+    result = _serve_llm(tmp_path, *args, env=env, setup=setup)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"{sys.executable} has no vllm" in result.stderr and "make setup-vllm" in result.stderr
+
+
+def test_resampler_reaches_vllm_through_the_environment():
+    assert LLMServerConfig(model=Path("m")).environment()["MURMURSCOPE_VLLM_AUDIO_RESAMPLER"] == "soxr"
+    assert LLMServerConfig(model=Path("m"), audio_resampler="scipy").environment()[
+        "MURMURSCOPE_VLLM_AUDIO_RESAMPLER"] == "scipy"

