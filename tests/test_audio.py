@@ -3,6 +3,8 @@ import pytest
 import soundfile as sf
 
 from assistant.data.audio import (
+    MIN_SECONDS,
+    SLOWEST_BPM,
     AudioLimits,
     Recording,
     check_samples,
@@ -89,7 +91,7 @@ def test_site_and_patient_from_name(tmp_path):
         (lambda p: None, MissingFileError),
         (lambda p: p.write_text("this is text, not audio"), NotAudioError),
         (lambda p: sf.write(p, np.zeros(0, np.float32), 4000), EmptyAudioError),
-        (lambda p: sf.write(p, _tone(4000, 1.5), 4000), TooShortError),
+        (lambda p: sf.write(p, _tone(4000, 0.8), 4000), TooShortError),
         (lambda p: sf.write(p, np.zeros(4000 * 3, np.float32), 4000), SilentError),
         (lambda p: sf.write(p, np.full(4000 * 3, np.nan, np.float32), 4000, subtype="FLOAT"), NonFiniteError),
     ],
@@ -100,6 +102,15 @@ def test_bad_input_is_a_typed_one_line_error(tmp_path, make, error):
     with pytest.raises(error) as info:
         load_recording(path)
     assert "\n" not in str(info.value) and str(path) in str(info.value)
+
+
+def test_the_floor_is_one_beat_at_the_slowest_rate(tmp_path):
+    assert MIN_SECONDS == 60 / SLOWEST_BPM == 1.5 and AudioLimits().min_seconds == MIN_SECONDS
+    sf.write(tmp_path / "short.wav", _tone(4000, 0.8), 4000)
+    with pytest.raises(TooShortError, match=r"short.wav: 0.80 s is shorter than the 1.5 s minimum$"):
+        load_recording(tmp_path / "short.wav")
+    sf.write(tmp_path / "beat.wav", _tone(4000, MIN_SECONDS), 4000)
+    assert load_recording(tmp_path / "beat.wav").duration == pytest.approx(MIN_SECONDS)
 
 
 def test_length_cap_is_configurable(tmp_path):

@@ -59,7 +59,7 @@ def test_skipped_recordings_are_reported(random_model, tmp_path):
     write_circor_folder(root, n_patients=3, seed=4, duration=4.0)
     ref = read_folder(root)[1].recordings[0]
     samples, rate = sf.read(ref.audio_path)
-    sf.write(ref.audio_path, samples[: rate // 2], rate)  # 0.5 s: under the 2 s minimum
+    sf.write(ref.audio_path, samples[: rate // 2], rate)  # 0.5 s: under the 1.5 s minimum (MIN_SECONDS)
     result = run(RunConfig(root, f"classifier:{random_model}", tmp_path / "out", split="all", bootstrap=10,
                            progress=False))
     skipped = result.metrics["run"]["skipped"]

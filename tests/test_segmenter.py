@@ -36,6 +36,13 @@ def test_heart_rate_from_pulse_train():
     assert est.confidence > 0.8
 
 
+def test_heart_rate_of_a_clip_holding_one_cycle():
+    # 1.6 s at 60 bpm: the 1 s lag overlaps 0.6 s of the clip (more than half the clip, once the cap, away).
+    t = np.arange(int(1.6 * FRAME_RATE)) / FRAME_RATE
+    pulses = np.exp(-(((t % 1.0) - 0.2) ** 2) / 0.001) + 0.5 * np.exp(-(((t % 1.0) - 0.55) ** 2) / 0.001)
+    assert autocorrelation_heart_rate(pulses, FRAME_RATE).heart_rate == pytest.approx(60.0, abs=3)
+
+
 def test_viterbi_recovers_noisy_states():
     rng = np.random.default_rng(0)
     model = DurationModel()
@@ -101,7 +108,7 @@ def test_complete_cycles_edge_cases():
 def test_synthetic_recordings_are_segmented(heart_rate, snr, seed):
     pcg = synthesize(SynthConfig(duration=20.0, heart_rate=heart_rate, snr_db=snr, seed=seed))
     result = segment_recording(pcg.recording)
-    assert result.reliable, result.message
+    assert result.reliable and not result.thin, result.message
     s1, s2 = _f1(pcg.segmentation, result.segmentation)
     assert s1 >= 0.98 and s2 >= 0.98, (s1, s2)
     assert result.heart_rate == pytest.approx(heart_rate, rel=0.06)
@@ -111,6 +118,22 @@ def test_synthetic_recordings_are_segmented(heart_rate, snr, seed):
     cycles = result.cycles()
     assert len(cycles) >= 0.8 * 20 * heart_rate / 60
     assert all(0.3 < b - a < 1.2 for a, b in cycles)
+
+
+@pytest.mark.parametrize("heart_rate,seed,n_cycles", [(100, 0, 1), (120, 0, 2)])
+def test_short_clips_are_segmented_on_the_cycles_they_hold(heart_rate, seed, n_cycles):
+    pcg = synthesize(SynthConfig(duration=1.5, heart_rate=heart_rate, seed=seed))
+    result = segment_recording(pcg.recording)
+    assert result.reliable and result.thin, result.message
+    assert len(result.cycles()) == n_cycles < default_segmenter().config.min_cycles
+    assert result.message == f"{n_cycles} heart cycle{'s' if n_cycles > 1 else ''}"
+    assert result.heart_rate == pytest.approx(heart_rate, rel=0.15)
+
+
+def test_a_short_clip_without_a_complete_cycle_has_none():
+    # 1.5 s at 60 bpm: the network finds one clear S1 here, so there is no complete cycle to count.
+    result = segment_recording(synthesize(SynthConfig(duration=1.5, heart_rate=60, seed=0)).recording)
+    assert not result.reliable and not result.thin and result.message == NO_CYCLES and result.cycles() == []
 
 
 @pytest.mark.parametrize("kind", sorted(GENERATORS))

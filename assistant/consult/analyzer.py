@@ -31,8 +31,15 @@ def segmentation_finding(result: SegmentResult) -> SegmentationFinding:
         reliable=bool(result.reliable),
         message=result.message,
         n_cycles=len(result.cycles()),
+        thin_evidence=bool(result.thin),
         intervals=[(round(iv.start, 4), round(iv.end, 4), int(iv.state)) for iv in result.segmentation.intervals],
     )
+
+
+def thin_evidence_warning(rid: str, duration_s: float, segmentation: SegmentationFinding) -> str:
+    n = segmentation.n_cycles
+    return (f"{rid}: thin evidence, {n} complete heart cycle{'s' if n != 1 else ''} in {duration_s:g} s: the call "
+            "rests on very little audio; confirm it on a longer recording")
 
 
 def recording_gate(result: SegmentResult) -> str | None:
@@ -128,6 +135,8 @@ class Analyzer:
                                                   strict=True)]
         warnings = ([no_heart] if no_heart else []) + list(prediction.warnings)
         warnings += [f"{r.id}: {r.not_heart}" for r in found if r.not_heart]
+        warnings += [thin_evidence_warning(r.id, r.duration_s, r.segmentation) for r in found
+                     if r.segmentation.thin_evidence and not r.not_heart]
         findings = Findings(
             patient_id=patient_id,
             murmur="Unknown" if no_heart else prediction.murmur,

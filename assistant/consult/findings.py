@@ -22,6 +22,8 @@ class SegmentationFinding(BaseModel):
     reliable: bool
     message: str
     n_cycles: int
+    thin_evidence: bool = Field(default=False, description="Reliable, but on fewer complete cycles than a full "
+                                                           "recording must show (a short clip).")
     intervals: list[tuple[float, float, int]] = Field(
         default_factory=list, description="(start_s, end_s, state) with state 1 S1, 2 systole, 3 S2, 4 diastole."
     )

@@ -32,11 +32,20 @@ _NAME = re.compile(r"^(?P<patient>\d+)_(?P<site>AV|PV|TV|MV|Phc)(?:_(?P<index>\d
 _SITE_IN_NAME = re.compile(r"(?:^|[^A-Za-z])(AV|PV|TV|MV|Phc)(?:$|[^A-Za-z])", re.IGNORECASE)
 
 
+# The slowest heart rate MurmurScope analyses (the segmenter's default heart-rate search starts here) and the
+# shortest recording it accepts: one beat at that rate, 60 / 40 = 1.5 s. A complete cycle runs from one S1
+# onset to the next, so a shorter clip cannot hold one at every rate the segmenter searches (whether it could
+# would depend on the heart); at or above it the segmenter decides: no complete cycle found and the recording
+# does not count, fewer than its `min_cycles` and the findings say the evidence is thin.
+SLOWEST_BPM = 40.0
+MIN_SECONDS = 60.0 / SLOWEST_BPM
+
+
 @dataclass(frozen=True)
 class AudioLimits:
     """What a recording may be: analysis bounds (seconds) and decoding bounds checked before reading."""
 
-    min_seconds: float = 2.0
+    min_seconds: float = MIN_SECONDS
     max_seconds: float = 600.0
     min_rate: int = 1_000
     max_rate: int = 192_000

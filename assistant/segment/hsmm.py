@@ -89,7 +89,10 @@ def autocorrelation_heart_rate(
     # Unbiased: each lag is averaged over the samples it actually overlaps.
     ac = ac / ac[0] * n / np.maximum(n - np.arange(n), 1)
     lo = int(np.floor(frame_rate * 60.0 / max_bpm))
-    hi = min(int(np.ceil(frame_rate * 60.0 / min_bpm)), n // 2)
+    # A lag needs a third of the signal to overlap itself: a 1.5 s clip holding one cycle at 60 bpm is
+    # measured at its 1 s lag (half the signal would have capped it at 0.75 s, 80 bpm). From 2.25 s of
+    # signal up, 60/min_bpm (1.5 s at 40 bpm) is the cap either way.
+    hi = min(int(np.ceil(frame_rate * 60.0 / min_bpm)), n - n // 3)
     if hi - lo < 3:
         return HeartRateEstimate(float("nan"), 0.0)
     seg = ac[lo : hi + 1]

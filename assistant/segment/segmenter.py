@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from assistant.data.audio import Recording
+from assistant.data.audio import SLOWEST_BPM, Recording
 from assistant.data.segmentation import Segmentation, State, complete_cycles
 from assistant.errors import MurmurScopeError
 from assistant.segment.emission_models import LogisticEmission, NetConfig, SegmenterNet
@@ -42,11 +42,12 @@ Emission = Literal["neural", "logistic"]
 @dataclass(frozen=True)
 class SegmenterConfig:
     emission: Emission = field(default="neural", metadata={"help": "neural or logistic."})
-    min_bpm: float = field(default=40.0, metadata={"help": "Slowest heart rate searched (bpm)."})
+    min_bpm: float = field(default=SLOWEST_BPM, metadata={"help": "Slowest heart rate searched (bpm)."})
     max_bpm: float = field(default=220.0, metadata={"help": "Fastest heart rate searched (bpm)."})
     min_quality: float = field(default=0.5, metadata={
         "help": "Quality below which a recording's cycles are not reliable."})
-    min_cycles: int = field(default=3, metadata={"help": "Fewest complete cycles for a reliable result."})
+    min_cycles: int = field(default=3, metadata={
+        "help": "Fewest complete cycles for a reliable result (fewer in a clip too short for more: thin evidence)."})
     max_not_heart: float = field(default=0.5, metadata={
         "help": "Not-heart probability above which a second of audio gets state 0."})
 
@@ -78,6 +79,7 @@ class SegmentResult:
     message: str
     stats: QualityStats | None = field(default=None, compare=False)
     evidence: HeartEvidence | None = field(default=None, compare=False)
+    thin: bool = False  # reliable, but on fewer complete cycles than `SegmenterConfig.min_cycles`
 
     def cycles(self) -> list[tuple[float, float]]:
         """(start_s, end_s) of each complete cycle (`complete_cycles`): an S1 onset to the next."""
@@ -194,10 +196,19 @@ class Segmenter:
         states[local > self.config.max_not_heart] = State.UNANNOTATED
         cycles = complete_cycles(states)
         lengths = np.array([c.end - c.start for c in cycles], dtype=np.float64)
-        regularity = float(np.clip(1 - lengths.std() / lengths.mean(), 0, 1)) if lengths.size >= 2 else 0.0
+        period = FRAME_RATE * 60.0 / hr.heart_rate
+        if lengths.size >= 2:
+            regularity = float(np.clip(1 - lengths.std() / lengths.mean(), 0, 1))
+        elif lengths.size == 1:  # one cycle has no spread: how well it matches the autocorrelation's period
+            regularity = float(np.clip(1 - abs(lengths[0] - period) / period, 0, 1))
+        else:
+            regularity = 0.0
         stats = QualityStats(float(post[np.arange(t), decoded].mean()), hr.confidence, regularity,
                              1.0 - float(not_heart.mean()))
-        if stats.quality < self.config.min_quality or len(cycles) < self.config.min_cycles:
+        # A clip of d periods holds at least floor(d) - 1 complete cycles whatever its phase (each runs from an S1
+        # onset to the next); a short one is held to that, at least one, and its result is marked thin.
+        needed = max(1, min(self.config.min_cycles, int(t / period) - 1))
+        if stats.quality < self.config.min_quality or len(cycles) < needed:
             return _unreliable(t, stats)
         return SegmentResult(
             segmentation=Segmentation.from_states(states, FRAME_RATE),
@@ -207,8 +218,9 @@ class Segmenter:
             heart_rate_confidence=float(np.sqrt(np.clip(hr.confidence, 0, 1) * regularity)),
             quality=stats.quality,
             reliable=True,
-            message=f"{len(cycles)} heart cycles",
+            message=f"{len(cycles)} heart cycle{'s' if len(cycles) != 1 else ''}",
             stats=stats,
+            thin=len(cycles) < self.config.min_cycles,
         )
 
 
