@@ -80,7 +80,7 @@ def analyse(files, sites: list[str | None]) -> None:
         st.session_state.conversation.end()
     conversation = Conversation(consultation)
     ids = [consultation.attach(conversation.id, r) for r in recordings]
-    findings = consultation.analyzer.analyze(recordings, ids=ids)
+    findings = consultation.analyze(recordings, ids=ids)
     st.session_state.update(conversation=conversation, recordings=recordings, findings=findings,
                             names=[f.name for f in files], messages=[])
 
@@ -109,6 +109,10 @@ def show_findings() -> None:
         right.dataframe(rows, hide_index=True)
     else:
         right.markdown("No murmur features: the murmur call is not *Present*.")
+    if f.audio_llm is not None:
+        from assistant.consult.report import audio_llm_markdown
+
+        st.markdown(audio_llm_markdown(f))
     tabs = st.tabs([f"{r.id} · {r.site or '?'} · {name}" for r, name in zip(f.recordings, st.session_state.names)])
     for tab, rec, rf in zip(tabs, st.session_state.recordings, f.recordings):
         with tab:

@@ -3,7 +3,7 @@
 `--batch-out FILE` writes one `/v1/chat/completions` request per (patient, recording, question) in the
 OpenAI batch input format that `vllm run-batch` reads, and stops. The messages are those the live client
 sends (`assistant.llm.client.chat_messages`: system prompt, question phrasing), except that the audio, the
-same 16 kHz 16-bit WAV of at most 30 s, is written once per recording to `FILE.audio/` and referenced as an
+same 16 kHz 16-bit WAV of the same length, is written once per recording to `FILE.audio/` and referenced as an
 `audio_url` file:// URL rather than inlined 12 times as base64; run vLLM with
 `--allowed-local-media-path` pointing at that folder. `--batch-in FILE` reads `vllm run-batch`'s output,
 parses each reply with `assistant.llm.prompts.parse_answer`, votes per patient exactly as the live
@@ -34,7 +34,7 @@ class BatchFileError(MurmurScopeError):
 
 def request_lines(patients: list[Patient], model: str, audio_dir: Path, progress: bool = True):
     """Yield (custom_id, request) for every question on every recording, writing each WAV once."""
-    from assistant.llm.client import chat_messages
+    from assistant.llm.client import DEFAULT_AUDIO_SECONDS, chat_messages
     from assistant.llm.prompts import QUESTION_FEATURES, question
 
     for patient in tqdm(patients, desc="batch requests", unit="patient", disable=not progress):
@@ -42,7 +42,7 @@ def request_lines(patients: list[Patient], model: str, audio_dir: Path, progress
             recording = ref.load()
             wav = audio_dir / f"{ref.name}.wav"
             for feature in QUESTION_FEATURES:
-                messages = chat_messages(recording, question(feature))
+                messages = chat_messages(recording, question(feature), DEFAULT_AUDIO_SECONDS)
                 for part in messages[1]["content"]:
                     if part["type"] == "input_audio":
                         if not wav.exists():
@@ -113,8 +113,8 @@ class BatchReplies:
         return {"predictor": "audio-llm", "batch_output_sha256": hashlib.sha256(self.path.read_bytes()).hexdigest()}
 
     def predict(self, patient: Patient) -> PatientOutput:
+        from assistant.llm.opinion import combine
         from assistant.llm.prompts import QUESTION_FEATURES, parse_answer
-        from eval.llm_predictor import combine
 
         labels: dict[str, list[str]] = {}
         answers: dict[str, list[str]] = {}
@@ -125,7 +125,8 @@ class BatchReplies:
                     continue  # not in the batch: no answer
                 labels.setdefault(feature, []).append(parse_answer(feature, raw))
                 answers.setdefault(feature, []).append(raw)
-        return combine(patient.patient_id, labels, answers)
+        murmur, features = combine(labels)
+        return PatientOutput(patient.patient_id, murmur, None, features, answers)
 
 
 def expected_ids(evalset) -> list[str]:

@@ -1,8 +1,11 @@
-"""Batches of (audio clip, question, answer) rows for Qwen2-Audio, with labels on the answer only.
+"""Batches of Q&A rows for Qwen2-Audio, with labels on the answers only.
+
+A row is one clip with either one `question`/`answer` or several `turns` (a multi-turn conversation
+about the same clip, `finetune.qa.conversations`): the clip is then encoded once for all its questions.
 
 TRL's SFTTrainer has no audio path, so this collator does what its vision collator does for images:
 render the chat template, run the Qwen2-Audio processor on text and audio together (it expands the
-one `<|AUDIO|>` placeholder to as many tokens as the clip yields), and mask every label except the
+one `<|AUDIO|>` placeholder to as many tokens as the clip yields), and mask every label except each
 answer and the `<|im_end|>` that closes it.
 """
 
@@ -30,6 +33,19 @@ def prompt_messages(question: str) -> list[dict]:
     ]
 
 
+def turns_of(row: dict) -> list[dict]:
+    return row.get("turns") or [{"feature": row.get("feature"), "question": row["question"], "answer": row["answer"]}]
+
+
+def conversation_messages(turns: list[dict]) -> list[dict]:
+    """The whole conversation: the audio comes with the first question only, as a client's follow-ups would."""
+    messages = prompt_messages(turns[0]["question"])
+    messages.append({"role": "assistant", "content": turns[0]["answer"]})
+    for t in turns[1:]:
+        messages += [{"role": "user", "content": t["question"]}, {"role": "assistant", "content": t["answer"]}]
+    return messages
+
+
 def load_clip(path: Path) -> np.ndarray:
     samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     samples = samples.mean(axis=1)
@@ -46,25 +62,42 @@ class AudioQACollator:
         self.tokenizer.padding_side = "right"
         self.end_token = self.tokenizer.eos_token or "<|im_end|>"
 
-    def render(self, question: str) -> str:
-        return self.processor.apply_chat_template(prompt_messages(question), tokenize=False,
-                                                  add_generation_prompt=True)
+        self.answer_opening = self.tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+        self.end_id = self.tokenizer.convert_tokens_to_ids(self.end_token)
+
+    def render(self, turns: list[dict]) -> str:
+        return self.processor.apply_chat_template(conversation_messages(turns), tokenize=False)
+
+    def answer_spans(self, ids: list[int]) -> list[tuple[int, int]]:
+        """[start, end) of each assistant reply, its closing <|im_end|> included."""
+        spans, n, i = [], len(self.answer_opening), 0
+        while i + n <= len(ids):
+            if ids[i : i + n] == self.answer_opening:
+                start = i + n
+                end = ids.index(self.end_id, start) + 1
+                spans.append((start, end))
+                i = end
+            else:
+                i += 1
+        return spans
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        texts = [self.render(r["question"]) + r["answer"] + self.end_token for r in rows]
+        turns = [turns_of(r) for r in rows]
+        texts = [self.render(t) for t in turns]
         audios = [load_clip(self.data_dir / r["audio"]) for r in rows]
         batch = self.processor(text=texts, audio=audios, sampling_rate=AUDIO_RATE, padding=True,
                                return_tensors="pt")
         labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
-        lengths = batch["attention_mask"].sum(-1).tolist()
         for i, r in enumerate(rows):
-            target = self.tokenizer(r["answer"] + self.end_token, add_special_tokens=False)["input_ids"]
-            end = int(lengths[i])
-            start = end - len(target)
-            # The answer is the text's tail; if tokenisation merged it with the prompt the mask would be wrong.
-            if batch["input_ids"][i, start:end].tolist() != target:
-                raise ValueError(f"answer tokens of row {r.get('id', i)} are not the tail of its input")
-            labels[i, start:end] = batch["input_ids"][i, start:end]
+            ids = batch["input_ids"][i].tolist()
+            spans = self.answer_spans(ids)
+            targets = [self.tokenizer(t["answer"] + self.end_token, add_special_tokens=False)["input_ids"]
+                       for t in turns[i]]
+            # If tokenisation merged an answer with its surroundings the mask would be wrong: refuse the row.
+            if [ids[a:b] for a, b in spans] != targets:
+                raise ValueError(f"answer tokens of row {r.get('id', i)} do not match its answers")
+            for a, b in spans:
+                labels[i, a:b] = batch["input_ids"][i, a:b]
         batch["labels"] = labels
         batch.pop("num_audio_tokens", None)
         return dict(batch)

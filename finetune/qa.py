@@ -196,3 +196,23 @@ def build_qa(config: QAConfig) -> QASummary:
     meta.update({k: v for k, v in asdict(summary).items() if k != "out"})
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return summary
+
+
+def conversations(rows: list[dict], seed: int = 0) -> list[dict]:
+    """One row per clip with all of its questions as `turns`, in clip order.
+
+    Each clip's turns are shuffled (seeded by the clip) so that no question always comes first: served
+    questions arrive alone, so every question must also be learnt without the others before it.
+    """
+    by_clip: dict[str, list[dict]] = {}
+    for r in rows:
+        by_clip.setdefault(r["audio"], []).append(r)
+    out = []
+    for audio, group in by_clip.items():
+        rng = np.random.default_rng([seed, *audio.encode()])
+        order = rng.permutation(len(group))
+        first = group[0]
+        out.append({"id": Path(audio).stem, "patient_id": first["patient_id"], "site": first["site"], "audio": audio,
+                    "turns": [{"feature": group[i]["feature"], "question": group[i]["question"],
+                               "answer": group[i]["answer"]} for i in order]})
+    return out

@@ -12,13 +12,17 @@ Multi-GPU: `accelerate launch --config_file finetune/accelerate_fsdp.yaml "$(whi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from assistant.errors import MurmurScopeError
+from assistant.llm.prompts import PRESENCE
 from finetune.tiny_model import DEFAULT_MODEL_ID
 
 LANGUAGE_MODEL_TARGETS = r".*language_model.*\.(q|k|v|o|gate|up|down)_proj"
@@ -52,11 +56,21 @@ class AudioSFTConfig:
     logging_steps: int = field(default=10, metadata={"help": "Log the loss every N steps."})
     save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps (0: only at the end)."})
     max_train_rows: int | None = field(default=None, metadata={"help": "Train on at most this many rows."})
+    # The audio encoder is the expensive part on a CPU; one conversation per clip pays for it once per step.
+    multi_turn: bool = field(default=False, metadata={
+        "help": "One multi-turn conversation per clip carrying all its questions, every answer supervised."})
+    murmur_balance_cap: int = field(default=1, metadata={
+        "help": "Repeat training clips of the rarer murmur answers toward equal counts, at most this many times "
+                "(1: off)."})
+    freeze_audio_tower: bool = field(default=False, metadata={
+        "help": "Keep the audio encoder's weights fixed (a pretrained tower under a language model trained here)."})
     seed: int = field(default=42, metadata={"help": "Training seed."})
     report_to: str = field(default="none", metadata={"help": "Trainer loggers: none, tensorboard, wandb ..."})
     # None: torch's default (all cores). On a shared CPU one thread avoids OpenMP oversubscription,
     # which made steps 7x slower in our measurements.
     torch_threads: int | None = field(default=None, metadata={"help": "CPU threads for torch (1 on a shared CPU)."})
+    export_dtype: Literal["float32", "float16", "bfloat16"] = field(default="float32", metadata={
+        "help": "Dtype of the written model when every weight trains (--no-lora); float16 halves what ships."})
     extra: dict = field(default_factory=dict, metadata={"help": "Further TRL SFTConfig fields (YAML only)."})
 
 
@@ -89,14 +103,38 @@ def lora_config(config: AudioSFTConfig):
     )
 
 
-def load_qa(data: Path, max_train_rows: int | None = None):
-    from datasets import load_dataset
+def balanced(rows: list[dict], cap: int) -> list[dict]:
+    """Each row (question or conversation) repeated by its clip's murmur-answer rarity: round(largest class /
+    its class), at most `cap` times.
+
+    The Unknown and Present clips are few beside the Absent ones; without repeats a model trained on
+    them learns to say Absent.
+    """
+    from finetune.audio_collator import turns_of
+
+    if cap <= 1:
+        return rows
+    clip_class = {r["audio"]: t["answer"] for r in rows for t in turns_of(r) if t["feature"] == PRESENCE}
+    counts = Counter(clip_class.values())
+    repeat = {c: min(cap, max(1, round(max(counts.values()) / n))) for c, n in counts.items()}
+    return [r for r in rows for _ in range(repeat.get(clip_class.get(r["audio"]), 1))]
+
+
+def load_qa(data: Path, max_train_rows: int | None = None, multi_turn: bool = False, seed: int = 0,
+            balance_cap: int = 1):
+    from datasets import Dataset, DatasetDict, load_dataset
+
+    from finetune.qa import conversations
 
     files = {name: str(data / f"{name}.jsonl") for name in ("train", "val")
              if (data / f"{name}.jsonl").exists() and (data / f"{name}.jsonl").stat().st_size > 0}
     if "train" not in files:
         raise SFTError(f"{data}: no train.jsonl; build one with `murmurscope finetune qa`")
     ds = load_dataset("json", data_files=files)
+    if multi_turn:
+        ds = DatasetDict({k: Dataset.from_list(conversations(list(v), seed)) for k, v in ds.items()})
+    if balance_cap > 1:
+        ds["train"] = Dataset.from_list(balanced(list(ds["train"]), balance_cap))
     if max_train_rows is not None:
         ds["train"] = ds["train"].shuffle(seed=0).select(range(min(max_train_rows, len(ds["train"]))))
     return ds
@@ -126,6 +164,7 @@ def train(config: AudioSFTConfig) -> SFTResult:
     from finetune.audio_collator import AudioQACollator
     from finetune.export import export_for_vllm
     from finetune.plots import plot_losses
+    from finetune.tower_cache import TowerCache
 
     out = Path(config.out)
     if out.exists() and any(out.iterdir()):
@@ -133,9 +172,11 @@ def train(config: AudioSFTConfig) -> SFTResult:
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     data = Path(config.data)
-    ds = load_qa(data, config.max_train_rows)
+    ds = load_qa(data, config.max_train_rows, config.multi_turn, config.seed, config.murmur_balance_cap)
     on_gpu = torch.cuda.is_available()
     model, processor = load_model(config.model, on_gpu)
+    if config.freeze_audio_tower:
+        model.model.audio_tower.requires_grad_(False)
     args = SFTConfig(
         output_dir=str(out),
         num_train_epochs=config.epochs,
@@ -169,15 +210,17 @@ def train(config: AudioSFTConfig) -> SFTResult:
         peft_config=lora_config(config) if config.lora else None,
     )
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    cache = TowerCache(model.model.audio_tower) if config.freeze_audio_tower else contextlib.nullcontext()
     start = time.perf_counter()
-    result = trainer.train()
+    with cache:
+        result = trainer.train()
     runtime = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     if config.lora:
         trainer.model.save_pretrained(out)
         processor.save_pretrained(out)
     else:
-        export_for_vllm(trainer.model, processor, out)
+        export_for_vllm(trainer.model.to(getattr(torch, config.export_dtype)), processor, out)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     steps = int(result.global_step)
     res = SFTResult(out, steps, losses, runtime, steps / runtime if runtime else 0.0, peak_rss_mib(), trainable)

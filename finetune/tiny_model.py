@@ -1,8 +1,13 @@
-"""Tiny Qwen2-Audio models built offline, for tests, smoke runs and the learning check.
+"""Small Qwen2-Audio models built offline: the tiny test models and `murmur-qwen2-audio-mini`.
 
 Same architecture, processor and chat template as `Qwen/Qwen2-Audio-7B-Instruct` (Whisper-style
-encoder over 128 mel bins and 30 s windows, projector, Qwen2 decoder), only narrow and shallow,
-with random weights. Head dimension 64 because vLLM's CPU attention only accepts certain sizes.
+encoder over 30 s windows, projector, Qwen2 decoder), only narrow and shallow. Head dimension 64
+because vLLM's CPU attention only accepts certain sizes.
+
+The audio tower is random (128 mel bins, as the 7B's) unless `audio_encoder` names a pretrained
+Whisper: then the tower takes that encoder's sizes, mel bins and weights (Qwen2-Audio's tower *is*
+a Whisper encoder, followed by a parameter-free 2x average pool). `murmur-qwen2-audio-mini` is the
+packaged Whisper tiny.en (`finetune convert-whisper`) under a 4-layer language model trained here.
 
 Two vocabularies:
 - "bpe" (default): a byte-level BPE of a few hundred tokens trained here on the Q&A phrasings and
@@ -72,6 +77,9 @@ class TinyModelConfig:
     # config that transformers runs) make the from-scratch learning check affordable on CPU.
     window_seconds: int = field(default=30, metadata={"help": "Audio window the encoder hears (s; vLLM needs 30)."})
     seed: int = field(default=0, metadata={"help": "Weight-initialisation seed."})
+    audio_encoder: str | None = field(default=None, metadata={
+        "help": "Pretrained Whisper for the audio tower: a folder (`finetune convert-whisper`) or hub id; "
+                "its sizes replace the audio-* options."})
 
     def __post_init__(self) -> None:
         if self.heads is None:
@@ -132,14 +140,35 @@ def qwen_tokenizer():
     )
 
 
-def build_processor(tokenizer, window_seconds: int = 30):
+def build_processor(tokenizer, window_seconds: int = 30, mel_bins: int = 128):
     from transformers import Qwen2AudioProcessor, WhisperFeatureExtractor
 
-    # Qwen2-Audio's feature extractor: 128 mel bins, 16 kHz, 30 s windows.
-    fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=16_000, hop_length=160,
+    # Qwen2-Audio's feature extractor: 16 kHz, 30 s windows, 128 mel bins (80 for a Whisper tiny.en tower).
+    fe = WhisperFeatureExtractor(feature_size=mel_bins, sampling_rate=16_000, hop_length=160,
                                  chunk_length=window_seconds, n_fft=400)
     tokenizer.chat_template = CHAT_TEMPLATE
     return Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
+
+
+def pretrained_encoder(config: TinyModelConfig):
+    """The Whisper encoder module named by `config.audio_encoder`, or None for a random tower."""
+    if config.audio_encoder is None:
+        return None
+    from assistant.murmur.whisper import load_whisper
+
+    encoder = load_whisper(config.audio_encoder).encoder
+    if 30 * 50 != encoder.config.max_source_positions:
+        raise TinyModelError(f"{config.audio_encoder}: not a 30 s Whisper encoder (Qwen2-Audio needs 1500 positions)")
+    if config.window_seconds != 30:
+        raise TinyModelError("a pretrained Whisper tower hears 30 s windows; leave window_seconds at 30")
+    return encoder
+
+
+def encoder_config(whisper) -> dict:
+    """Qwen2-Audio audio_config fields from a Whisper encoder's config."""
+    keys = ("num_mel_bins", "encoder_layers", "encoder_attention_heads", "encoder_ffn_dim", "d_model",
+            "max_source_positions", "activation_function")
+    return {k: getattr(whisper, k) for k in keys}
 
 
 def build_tiny_model(config: TinyModelConfig):
@@ -152,19 +181,20 @@ def build_tiny_model(config: TinyModelConfig):
     if config.hidden_size % config.heads or config.hidden_size // config.heads not in (32, 64, 80, 96, 112, 128):
         raise TinyModelError("hidden_size / heads must be a head size vLLM's CPU attention supports (e.g. 64)")
     tokenizer = bpe_tokenizer(config.bpe_size) if config.vocabulary == "bpe" else qwen_tokenizer()
-    processor = build_processor(tokenizer, config.window_seconds)
+    encoder = pretrained_encoder(config)
+    audio_config = encoder_config(encoder.config) if encoder is not None else {
+        "num_mel_bins": 128,
+        "encoder_layers": config.audio_layers,
+        "encoder_attention_heads": max(1, config.audio_hidden_size // 64),
+        "encoder_ffn_dim": 2 * config.audio_hidden_size,
+        "d_model": config.audio_hidden_size,
+        "max_source_positions": config.window_seconds * 50,  # 100 mel frames/s, stride 2
+    }
+    processor = build_processor(tokenizer, config.window_seconds, audio_config["num_mel_bins"])
     vocab = -(-len(tokenizer) // 64) * 64
     head_dim = config.hidden_size // config.heads
     cfg = Qwen2AudioConfig(
-        audio_config={
-            "model_type": "qwen2_audio_encoder",
-            "num_mel_bins": 128,
-            "encoder_layers": config.audio_layers,
-            "encoder_attention_heads": max(1, config.audio_hidden_size // 64),
-            "encoder_ffn_dim": 2 * config.audio_hidden_size,
-            "d_model": config.audio_hidden_size,
-            "max_source_positions": config.window_seconds * 50,  # 100 mel frames/s, stride 2
-        },
+        audio_config={"model_type": "qwen2_audio_encoder", **audio_config},
         text_config={
             "model_type": "qwen2",
             "vocab_size": vocab,
@@ -185,6 +215,9 @@ def build_tiny_model(config: TinyModelConfig):
     )
     torch.manual_seed(config.seed)
     model = Qwen2AudioForConditionalGeneration(cfg)
+    if encoder is not None:
+        # Same parameter names as WhisperEncoder; strict, so a layout change cannot load half a tower.
+        model.model.audio_tower.load_state_dict(encoder.state_dict(), strict=True)
     model.generation_config.eos_token_id = [tokenizer.convert_tokens_to_ids(t) for t in (ENDOFTEXT, IM_END)]
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, processor

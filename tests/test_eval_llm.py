@@ -6,7 +6,7 @@ import pytest
 
 from assistant.data.circor import read_folder
 from assistant.data.labels import FEATURES
-from eval.llm_predictor import combine, vote
+from assistant.llm.opinion import combine, vote
 
 
 def test_vote_ignores_unparseable_and_no_murmur_and_breaks_ties_by_vocabulary():
@@ -14,8 +14,11 @@ def test_vote_ignores_unparseable_and_no_murmur_and_breaks_ties_by_vocabulary():
     assert vote(["High", "unparseable", "High", "Low"], vocab) == "High"
     assert vote(["High", "Low"], vocab) == "Low"  # tie: the vocabulary's order
     assert vote(["nan", "unparseable"], vocab) is None
-    out = combine("7", {"murmur": ["Absent", "Present", "Present"], "systolic_pitch": ["nan"]}, {})
-    assert out.murmur == "Present" and out.features["systolic_pitch"] is None
+    murmur, features = combine({"murmur": ["Absent", "Absent", "Present"], "systolic_pitch": ["nan"]})
+    # CirCor's rule: a murmur heard at any site makes the patient Present.
+    assert murmur == "Present" and features["systolic_pitch"] is None
+    assert combine({"murmur": ["Absent", "Unknown", "Unknown"]})[0] == "Unknown"
+    assert combine({"murmur": ["unparseable"]})[0] is None
 
 
 @pytest.fixture(scope="module")

@@ -27,10 +27,11 @@ out = Console()
 err = Console(stderr=True)
 
 
-@from_config(config="assistant.consult.analyzer:AnalysisConfig")
+@from_config(config="assistant.consult.analyzer:AnalysisConfig", audio_llm=AUDIO_LLM)
 def analyze(
     paths: Annotated[list[Path], typer.Argument(help="Audio files (one per site) or folders of recordings.")],
     config: AnalysisConfig,
+    audio_llm: AudioLLMConfig | None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
     plot: Annotated[bool, typer.Option("--plot", help="Write a PNG per patient.")] = False,
     plot_dir: Annotated[Path, typer.Option(help="Folder for the PNGs.")] = Path("."),
@@ -44,7 +45,8 @@ def analyze(
              "and name recordings rec1, rec2, ...")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing --report/--fhir files.")] = False,
 ) -> None:
-    """Segmentation, murmur call, features and the matching guidance for each patient, offline."""
+    """Segmentation, murmur call, features and the matching guidance for each patient, offline; with
+    --audio-llm-url, the served audio-LLM's answers beside them."""
     from rich.markdown import Markdown
 
     from assistant.data.inputs import load_inputs
@@ -58,11 +60,13 @@ def analyze(
     targets = _report_targets(report, fhir, patients, paths, force)
     from assistant.consult.analyzer import Analyzer
     from assistant.consult.report import report_markdown
+    from assistant.consult.second_opinion import with_audio_llm
 
     analyzer = Analyzer.load(config)
     results = []
     for k, p in enumerate(patients):
         findings = analyzer.analyze(p.recordings, ids=p.ids, patient_id=patient_id or p.patient_id)
+        findings = with_audio_llm(findings, p.recordings, audio_llm)
         results.append(findings)
         if targets:
             _write_reports(analyzer, findings, p.recordings, patient_id, targets, k)

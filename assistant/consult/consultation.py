@@ -63,6 +63,7 @@ class Consultation:
                  audio_llm: AudioLLMConfig | None = None, store: RecordingStore | None = None,
                  chat_url: str | None = None):
         self.analyzer = analyzer
+        self.audio_llm = audio_llm
         self.store = store or RecordingStore()
         self.chat_url = chat_url or "the configured endpoint"
         self.checkpointer = InMemorySaver()
@@ -84,6 +85,14 @@ class Consultation:
     def from_env(cls) -> Consultation:
         """The chat model and the audio-LLM named by the MURMURSCOPE_* variables (the app has no options)."""
         return cls.load(ChatModelConfig.from_env(), AudioLLMConfig.from_env())
+
+    def analyze(self, recordings: Sequence[Recording], ids: Sequence[str] | None = None,
+                patient_id: str = "upload") -> Findings:
+        """The analyzer's findings, with the served audio-LLM's answers beside them when one is configured."""
+        from assistant.consult.second_opinion import with_audio_llm
+
+        return with_audio_llm(self.analyzer.analyze(recordings, ids=ids, patient_id=patient_id), recordings,
+                              self.audio_llm)
 
     @staticmethod
     def new_conversation() -> str:

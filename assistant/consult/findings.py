@@ -65,6 +65,18 @@ class GuidancePassage(BaseModel):
         return f"{self.title} — {self.section}. Source: {self.source}"
 
 
+class AudioLLMFinding(BaseModel):
+    """The served audio-LLM's answers, beside (never instead of) the classifier's call."""
+
+    model: str
+    murmur: str | None = Field(default=None, description="Present when any recording was called Present, "
+                                                         "else the vote of the answers; None without a valid one.")
+    features: dict[str, str | None] = Field(default_factory=dict, description="Each feature's voted label.")
+    answers: dict[str, dict[str, str]] = Field(default_factory=dict,
+                                               description="Recording id -> question feature -> raw reply.")
+    error: str | None = Field(default=None, description="Why there are no answers (server unreachable ...).")
+
+
 class Findings(BaseModel):
     patient_id: str
     murmur: str = Field(description="Present, Unknown or Absent.")
@@ -79,6 +91,8 @@ class Findings(BaseModel):
                                                            "is then Unknown whatever the model says.")
     ungated_murmur: str | None = Field(default=None, description="The model's call when the non-heart gate "
                                                                  "overrode it.")
+    audio_llm: AudioLLMFinding | None = Field(default=None, description="A served audio-LLM's second opinion, "
+                                                                        "when one is configured.")
 
     def compact(self) -> dict:
         """The findings without per-interval segmentation: what a chat model needs to read."""

@@ -36,9 +36,26 @@ def findings_markdown(f: Findings) -> str:
             p = ft.probabilities.get(ft.label, 0.0)
             flag = " — low confidence" if ft.low_confidence else ""
             lines.append(f"- {name.replace('_', ' ')}: {ft.label} ({_pct(p)}){flag}")
+    if f.audio_llm is not None:
+        lines += ["", audio_llm_markdown(f)]
     if f.warnings:
         lines.append("")
         lines += [f"- warning: {w}" for w in f.warnings]
+    return "\n".join(lines)
+
+
+def audio_llm_markdown(f: Findings) -> str:
+    """The audio-LLM's answers in a table beside the classifier's."""
+    a = f.audio_llm
+    if a.error:
+        return f"Audio-LLM ({a.model}): no second opinion ({a.error})."
+    lines = [f"Audio-LLM second opinion ({a.model}, one answer per recording, voted):", "",
+             "| question | classifier | audio-LLM |", "|---|---|---|",
+             f"| murmur | {f.murmur} | {a.murmur or 'no valid answer'} |"]
+    for name, label in a.features.items():
+        ft = f.features.get(name)
+        ours = ft.label if ft is not None and ft.label and f.murmur == "Present" else "-"
+        lines.append(f"| {name.replace('_', ' ')} | {ours} | {label or '-'} |")
     return "\n".join(lines)
 
 

@@ -1,8 +1,11 @@
 """Client of the served audio-LLM (`murmurscope serve llm`): one question about one recording.
 
 Speaks the OpenAI chat API that vLLM serves: the recording goes as an `input_audio` content part
-(base64 16 kHz WAV, at most the 30 s that Qwen2-Audio hears), the question as a text part, with the
-same system prompt and phrasings the model was fine-tuned on (`assistant.llm.prompts`).
+(base64 16 kHz WAV, the first `audio_seconds` of it), the question as a text part, with the same system
+prompt and phrasings the model was fine-tuned on (`assistant.llm.prompts`).
+
+`audio_seconds` should be the clip length the served model was trained on: a small language model
+trained from scratch has never seen the positions that more audio tokens would push its question to.
 """
 
 from __future__ import annotations
@@ -22,7 +25,11 @@ from assistant.llm.prompts import SYSTEM_PROMPT, check_feature, parse_answer
 from assistant.llm.prompts import question as feature_question
 
 AUDIO_RATE = 16_000
-MAX_AUDIO_SECONDS = 30.0
+MAX_AUDIO_SECONDS = 30.0  # one Qwen2-Audio window
+# The audio-LLM that ships (assistant/llm/weights/), and the name `serve llm` serves it under.
+SHIPPED_MODEL_NAME = "murmur-qwen2-audio-mini"
+# The Q&A clips murmur-qwen2-audio-mini was trained on (`finetune qa --max-clip-seconds 12`).
+DEFAULT_AUDIO_SECONDS = 12.0
 
 
 log = logging.getLogger("murmurscope.llm")
@@ -36,10 +43,18 @@ class AudioLLMError(MurmurScopeError):
 class AudioLLMConfig:
     base_url: str = field(metadata={
         "help": "Served audio-LLM (enables ask_audio_llm).", "env": "MURMURSCOPE_AUDIO_LLM_URL", "name": "url"})
-    model: str = field(default="murmurscope-audio", metadata={
+    model: str = field(default=SHIPPED_MODEL_NAME, metadata={
         "help": "Audio-LLM model name.", "env": "MURMURSCOPE_AUDIO_LLM_MODEL"})
     api_key: str = field(default="EMPTY", metadata={"help": "Audio-LLM key.", "env": "MURMURSCOPE_AUDIO_LLM_API_KEY"})
     timeout: float = field(default=60.0, metadata={"help": "Seconds to wait for an audio-LLM answer."})
+    audio_seconds: float = field(default=DEFAULT_AUDIO_SECONDS, metadata={
+        "help": "Seconds of each recording sent: the model's training clip length (at most 30).",
+        "env": "MURMURSCOPE_AUDIO_LLM_SECONDS"})
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.audio_seconds <= MAX_AUDIO_SECONDS:
+            raise AudioLLMError(f"audio_seconds must lie between 1 and {MAX_AUDIO_SECONDS:.0f}, "
+                                f"not {self.audio_seconds}")
 
     @classmethod
     def from_env(cls, base_url: str | None = None, model: str | None = None) -> AudioLLMConfig | None:
@@ -49,7 +64,13 @@ class AudioLLMConfig:
         url = base_url or env["base_url"]
         if not url:
             return None
-        return cls(base_url=url, model=model or env["model"] or cls.model, api_key=env.get("api_key") or cls.api_key)
+        try:
+            seconds = float(env["audio_seconds"] or DEFAULT_AUDIO_SECONDS)
+        except ValueError:
+            raise AudioLLMError(f"MURMURSCOPE_AUDIO_LLM_SECONDS must be a number, not "
+                                f"{env['audio_seconds']!r}") from None
+        return cls(base_url=url, model=model or env["model"] or cls.model, api_key=env.get("api_key") or cls.api_key,
+                   audio_seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -60,22 +81,22 @@ class AudioLLMAnswer:
     label: str  # a CirCor label of `feature`, "nan" for "no such murmur", or "unparseable"
 
 
-def wav_base64(recording: Recording) -> str:
-    """The first 30 s of `recording` as base64 16 kHz 16-bit WAV."""
+def wav_base64(recording: Recording, seconds: float = MAX_AUDIO_SECONDS) -> str:
+    """The first `seconds` of `recording` as base64 16 kHz 16-bit WAV."""
     rec = recording.resampled(AUDIO_RATE)
-    samples = np.clip(rec.samples[: int(MAX_AUDIO_SECONDS * AUDIO_RATE)], -1.0, 1.0)
+    samples = np.clip(rec.samples[: int(min(seconds, MAX_AUDIO_SECONDS) * AUDIO_RATE)], -1.0, 1.0)
     buf = io.BytesIO()
     sf.write(buf, samples, AUDIO_RATE, format="WAV", subtype="PCM_16")
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def chat_messages(recording: Recording, question: str) -> list[dict]:
+def chat_messages(recording: Recording, question: str, seconds: float = MAX_AUDIO_SECONDS) -> list[dict]:
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {
             "role": "user",
             "content": [
-                {"type": "input_audio", "input_audio": {"data": wav_base64(recording), "format": "wav"}},
+                {"type": "input_audio", "input_audio": {"data": wav_base64(recording, seconds), "format": "wav"}},
                 {"type": "text", "text": question},
             ],
         },
@@ -89,8 +110,8 @@ def ask(recording: Recording, question: str, config: AudioLLMConfig) -> str:
     client = openai.OpenAI(base_url=config.base_url, api_key=config.api_key, timeout=config.timeout, max_retries=0)
     try:
         reply = client.chat.completions.create(
-            model=config.model, messages=chat_messages(recording, question), temperature=0.0, max_tokens=32
-        )
+            model=config.model, messages=chat_messages(recording, question, config.audio_seconds), temperature=0.0,
+            max_tokens=32)
     # The message reaches the chat model and API replies: the endpoint and its own words go to the log only.
     except openai.APIStatusError as e:
         log.warning("audio-LLM at %s answered %d: %s", config.base_url, e.status_code, e.message)

@@ -20,9 +20,11 @@ from typing import Literal
 import httpx
 
 from assistant.errors import MurmurScopeError
+from assistant.llm.client import SHIPPED_MODEL_NAME
 
 REPO_VLLM_PYTHON = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
 LAUNCHER = Path(__file__).resolve().with_name("vllm_entry.py")
+SHIPPED_MODEL = Path(__file__).resolve().parent / "weights" / SHIPPED_MODEL_NAME
 # Read by vllm_entry.py, in every vLLM process (children inherit the environment).
 RESAMPLER_ENV = "MURMURSCOPE_VLLM_AUDIO_RESAMPLER"
 SETUP_HINT = "run `make setup-vllm` (CPU) or install vllm and set MURMURSCOPE_VLLM_PYTHON"
@@ -43,7 +45,8 @@ def default_vllm_python() -> str:
 
 @dataclass(frozen=True)
 class LLMServerConfig:
-    model: Path = field(metadata={"help": "Merged model folder (`murmurscope finetune merge`)."})
+    model: Path = field(default=SHIPPED_MODEL, metadata={
+        "help": "Model folder (`finetune merge` / `finetune sft`); default: the shipped murmur-qwen2-audio-mini."})
     host: str = field(default="127.0.0.1", metadata={"help": "Interface to listen on."})
     port: int = field(default=8001, metadata={"help": "TCP port."})
     served_model_name: str | None = field(default=None, metadata={

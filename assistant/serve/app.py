@@ -246,7 +246,7 @@ def create_app(consultation: Consultation, config: APIConfig = APIConfig()) -> F
                 raise APIError(413, f"file {k + 1}: over the {config.max_recording_mb:g} MB limit", "files")
             recordings.append(_decode(upload.file.read(), suffix, site, config, f"file {k + 1}"))
         ids = [f"rec{k + 1}" for k in range(len(recordings))]
-        findings = consultation.analyzer.analyze(recordings, ids=ids, patient_id=patient_id or "upload")
+        findings = consultation.analyze(recordings, ids=ids, patient_id=patient_id or "upload")
         if media_type == JSON:
             return findings
         return report_response(media_type, consultation.analyzer, findings, recordings, patient_id)
