@@ -226,6 +226,28 @@ def llm_bench(
     print(json.dumps({"measured": asdict(r), "gpu_recommendation": GPU_RECOMMENDATION}, indent=2))
 
 
+@app.command("llm-serve-bench")
+def llm_serve_bench(
+    model: Annotated[Path | None, typer.Option(help="Model folder [default: the shipped audio-LLM].")] = None,
+    circor_root: Annotated[Path | None, typer.Option(
+        "--circor-root", help="Ask about these recordings [default: generated heart sounds].")] = None,
+    sequential: Annotated[int, typer.Option(help="Questions asked one at a time (latency).")] = 20,
+    concurrent: Annotated[int, typer.Option(help="Questions asked with --concurrency in flight.")] = 32,
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
+    log_file: Annotated[Path | None, typer.Option(help="Append vLLM's output here.")] = None,
+    machine: Annotated[str, typer.Option(help="Where it ran, written beside the numbers.")] = "",
+) -> None:
+    """vLLM on an audio-LLM: time to ready, one-question latency, and N questions in flight."""
+    from dataclasses import asdict
+
+    from assistant.llm.launcher import SHIPPED_MODEL
+    from eval.llm_serve_bench import bench_recordings, run_serve_bench
+
+    recordings = bench_recordings(circor_root, max(1, sequential))
+    r = run_serve_bench(model or SHIPPED_MODEL, recordings, sequential, concurrent, concurrency, log_file, machine)
+    print(json.dumps(asdict(r), indent=2))
+
+
 @app.command("nonheart")
 def nonheart(
     circor_root: Annotated[Path | None, typer.Option("--circor-root", help="Labelled CirCor folder: also count "
