@@ -11,6 +11,7 @@ from rich.console import Console
 from assistant.cli.options import ConfigCommand, from_config
 
 if TYPE_CHECKING:
+    from finetune.abnormal import AbnormalTrainConfig
     from finetune.classifier import ClassifierTrainConfig
     from finetune.qa import QAConfig
     from finetune.segmenter import SegmenterTrainConfig
@@ -114,3 +115,19 @@ def convert_whisper(
 
     written = convert(source or packaged_model_dir(), out)
     typer.echo(f"wrote {written / 'config.json'} and {written / 'model.safetensors'}")
+
+
+@app.command("abnormal", cls=ConfigCommand)
+@from_config(config="finetune.abnormal:AbnormalTrainConfig", yaml=True)
+def abnormal(config: AbnormalTrainConfig) -> None:
+    """Train the normal/abnormal model (PhysioNet 2016 task) on a REFERENCE.csv folder; C by inner CV."""
+    from assistant.abnormal.model import WEIGHTS_NAME
+    from assistant.errors import MurmurScopeError
+    from finetune.abnormal import train
+
+    if (config.out / WEIGHTS_NAME).exists():
+        raise MurmurScopeError(f"{config.out}: already holds a normal/abnormal model; choose another --out")
+    model, out = train(config)
+    t = model.config.training
+    typer.echo(f"wrote {out}: {t['recordings']} recordings, C {t['C']:.3g} (inner {t['inner_folds']}-fold CV), "
+               f"{model.dim} features")
