@@ -13,6 +13,7 @@ from assistant.cli.options import ConfigCommand, from_config
 if TYPE_CHECKING:
     from finetune.abnormal import AbnormalTrainConfig
     from finetune.classifier import ClassifierTrainConfig
+    from finetune.familiarity import FamiliarityTrainConfig
     from finetune.qa import QAConfig
     from finetune.segmenter import SegmenterTrainConfig
     from finetune.sft import AudioSFTConfig
@@ -131,3 +132,20 @@ def abnormal(config: AbnormalTrainConfig) -> None:
     t = model.config.training
     typer.echo(f"wrote {out}: {t['recordings']} recordings, C {t['C']:.3g} (inner {t['inner_folds']}-fold CV), "
                f"{model.dim} features")
+
+
+@app.command("familiarity", cls=ConfigCommand)
+@from_config(config="finetune.familiarity:FamiliarityTrainConfig", yaml=True)
+def familiarity(config: FamiliarityTrainConfig) -> None:
+    """Fit the familiarity score (Mahalanobis distance in the murmur embedding space) on CirCor's training
+    split and set its threshold at a percentile of cross-fitted training distances."""
+    from assistant.errors import MurmurScopeError
+    from assistant.murmur.familiarity import FAMILIARITY_WEIGHTS
+    from finetune.familiarity import train
+
+    if (config.out / FAMILIARITY_WEIGHTS).exists():
+        raise MurmurScopeError(f"{config.out}: already holds a familiarity model; choose another --out")
+    model = train(config)
+    f = model.config.fitted_on
+    typer.echo(f"wrote {config.out}: {f['recordings']} recordings of {f['patients']} training patients, threshold "
+               f"{model.config.threshold:.2f} (percentile {model.config.percentile:g}, shrinkage {f['shrinkage']:.3f})")
