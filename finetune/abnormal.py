@@ -95,9 +95,10 @@ def fit_head(vectors: np.ndarray, abnormal: np.ndarray, inner_folds: int = 5, se
     x = (vectors - mean) / scale
     folds = min(inner_folds, int(np.bincount(abnormal).min()))
     lr = LogisticRegressionCV(Cs=list(C_GRID), cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
-                              scoring="roc_auc", class_weight="balanced", max_iter=5000)
+                              scoring="roc_auc", class_weight="balanced", max_iter=5000, l1_ratios=(0.0,),
+                              use_legacy_attributes=False)
     lr.fit(x, abnormal)
-    return AbnormalModel(config, mean, scale, lr.coef_[0].copy(), float(lr.intercept_[0])), float(lr.C_[0])
+    return AbnormalModel(config, mean, scale, lr.coef_[0].copy(), float(lr.intercept_[0])), float(np.ravel(lr.C_)[0])
 
 
 def train(config: AbnormalTrainConfig, progress: bool = True) -> tuple[AbnormalModel, Path]:
