@@ -131,3 +131,35 @@ def test_eval_run_takes_it_on_a_physionet_layout_folder(tmp_path):
                            bootstrap=50, progress=False))
     binary = result.metrics["binary"]
     assert binary["n"] == 12 and binary["auroc"] is not None and (tmp_path / "run" / "report.md").exists()
+
+
+def test_abnormal_cv_prints_both_schemes_on_a_generated_physionet_folder(tmp_path):
+    """Two generated 'databases' (b, d), half with a loud murmur: the command runs LOSO and k-fold end to end."""
+    from typer.testing import CliRunner
+
+    from assistant.cli.main import app
+    from assistant.data.audio import write_recording
+
+    data = tmp_path / "pn"
+    data.mkdir()
+    rows = []
+    for k in range(16):
+        name = f"{'bd'[k % 2]}{k:04d}"
+        murmurs = (LOUD,) if (k // 2) % 2 else ()
+        rec = synthesize(SynthConfig(rate=2000, duration=5.0, heart_rate=70 + 3 * k, murmurs=murmurs, seed=k))
+        write_recording(data / f"{name}.wav", rec.recording)
+        rows.append([name, "1" if murmurs else "-1"])
+    with (data / "REFERENCE.csv").open("w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    out = tmp_path / "cv.json"
+    result = CliRunner().invoke(app, ["eval", "abnormal-cv", "--data-root", str(data), "--cache-dir",
+                                      str(tmp_path / "cache"), "--folds", "2", "--inner-folds", "2",
+                                      "--bootstrap", "20", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "| leave-one-subset-out | b | 8 |" in result.output and "| 2-fold stratified | all (pooled) | 16 |" in \
+        result.output
+    assert "challenge2016-best-macc" in result.output
+    import json
+
+    schemes = json.loads(out.read_text())["schemes"]
+    assert [len(s["probabilities"]) for s in schemes] == [16, 16] and len(schemes[0]["chosen_c"]) == 2

@@ -95,3 +95,27 @@ def test_load_finds_nothing_in_an_empty_folder_and_refuses_other_weights(tmp_pat
     (tmp_path / "murmur.safetensors").write_bytes(b"other weights")
     with pytest.raises(FamiliarityError, match="other murmur weights"):
         Familiarity.load(tmp_path)
+
+
+@pytest.mark.realdata
+def test_other_stethoscopes_are_farther_than_unseen_circor(circor_dev, shipped):
+    """PhysioNet 2016 subset d (another device and population) against CirCor validation patients."""
+    from pathlib import Path
+
+    from assistant.data.circor import read_folder
+    from assistant.data.split import split_patients
+
+    physionet = Path(circor_dev).parent / "physionet2016-dev"
+    if not (physionet / "REFERENCE.csv").exists():
+        pytest.skip(f"PhysioNet 2016 data not found at {physionet} (it stays in ../shared)")
+    model, familiarity = shipped
+    from assistant.data.audio import load_recording
+
+    away = [familiarity.score(model.embed(load_recording(f, rate=model.rate)))
+            for f in sorted(physionet.glob("d*.flac"))[:20]]
+    patients = [p for p in read_folder(circor_dev) if p.labels is not None]
+    val = sorted(split_patients(patients).val)[:8]
+    home = [familiarity.score(model.embed(r.load(rate=model.rate))) for p in patients if p.patient_id in val
+            for r in p.recordings]
+    assert np.median(away) > np.percentile(home, 90), (np.median(away), np.percentile(home, 90))
+    assert np.mean([familiarity.unfamiliar(d) for d in home]) < 0.1
