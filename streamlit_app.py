@@ -96,6 +96,14 @@ def show_findings() -> None:
     cols[-1].metric("signal quality", f"{f.signal_quality:.2f}")
     for w in f.warnings:
         st.warning(w)
+    if f.unfamiliar:
+        st.caption(f"The model alone called it {f.ungated_murmur}.")
+    if f.familiarity:
+        st.caption(f"Unfamiliarity: {f.familiarity.unfamiliar_recordings} of {f.familiarity.recordings} recordings "
+                   f"beyond {f.familiarity.threshold:.1f} ({f.familiarity.method}).")
+    if f.abnormal:
+        st.markdown(f"**Normal/abnormal: {f.abnormal.label}** · P(abnormal) {100 * f.abnormal.probability:.0f}%")
+        st.caption(f.abnormal.caveat)
     left, right = st.columns([2, 3])
     fig, ax = plt.subplots(figsize=(5, 1.8), constrained_layout=True)
     draw_probabilities(ax, f.probabilities, "murmur probabilities")
@@ -119,7 +127,10 @@ def show_findings() -> None:
             s = rf.segmentation
             st.caption(f"heart rate {f'{s.heart_rate:.0f} bpm' if s.heart_rate else 'not found'} · "
                        f"{s.n_cycles} cycles · quality {s.quality:.2f}"
-                       + ("" if s.reliable else f" · unreliable: {s.message}"))
+                       + ("" if s.reliable else f" · unreliable: {s.message}")
+                       + ("" if rf.familiarity is None else f" · unfamiliarity {rf.familiarity:.1f}")
+                       + ("" if rf.abnormal_probability is None else
+                          f" · P(abnormal) {100 * rf.abnormal_probability:.0f}%"))
             fig = recording_figure(rec, s)
             st.pyplot(fig)
             plt.close(fig)

@@ -13,8 +13,10 @@ from assistant.cli.options import ConfigCommand, from_config
 from eval.cv_cli import classifier_cv
 
 if TYPE_CHECKING:
+    from eval.abnormal_cv import AbnormalCVConfig
     from eval.classifier_bench import ClassifierBenchConfig
     from eval.consult_bench import ConsultBenchConfig
+    from eval.familiarity_bench import FamiliarityBenchConfig
     from eval.retrieval_bench import RetrievalBenchConfig
     from eval.runner import RunConfig
     from eval.segmenter_bench import SegmenterBenchConfig
@@ -339,3 +341,47 @@ def load(
 
 
 app.command("classifier-cv")(classifier_cv)
+
+
+@app.command("abnormal-cv", cls=ConfigCommand)
+@from_config(config="eval.abnormal_cv:AbnormalCVConfig")
+def abnormal_cv(
+    config: AbnormalCVConfig,
+    out: Annotated[Path | None, typer.Option(help="Write the table and every out-of-fold probability as JSON.")]
+    = None,
+) -> None:
+    """Normal/abnormal (PhysioNet 2016 task): leave-one-subset-out and stratified k-fold CV of the shipped
+    recipe, MAcc / UAR / sensitivity / specificity / AUROC beside the published baselines."""
+    import os
+    import platform
+
+    from eval.abnormal_cv import baseline_markdown, markdown, run
+
+    data, results = run(config)
+    typer.echo(f"# normal/abnormal CV on {config.data_root}; {platform.node()}, {os.cpu_count()} CPUs\n")
+    typer.echo(markdown(data, results) + "\n")
+    typer.echo(baseline_markdown())
+    if out is not None:
+        out.write_text(json.dumps({"recordings": list(data.names), "schemes": [
+            {"name": r.name, "pooled": r.pooled, "by_subset": r.by_subset, "chosen_c": r.chosen_c,
+             "probabilities": [float(p) for p in r.probabilities]} for r in results]}, indent=1) + "\n")
+
+
+@app.command("familiarity", cls=ConfigCommand)
+@from_config(config="eval.familiarity_bench:FamiliarityBenchConfig")
+def familiarity(
+    config: FamiliarityBenchConfig,
+    out: Annotated[Path | None, typer.Option(help="Write the result as JSON.")] = None,
+) -> None:
+    """The familiarity gate: murmur Present / Unknown / Absent shares on PhysioNet 2016 normal and abnormal
+    records before and after it, and CirCor validation W.acc / UAR with and without it."""
+    import os
+    import platform
+
+    from eval.familiarity_bench import markdown, run
+
+    result = run(config)
+    typer.echo(f"# familiarity gate; {platform.node()}, {os.cpu_count()} CPUs\n")
+    typer.echo(markdown(result))
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2) + "\n")

@@ -1,7 +1,9 @@
 """Predictors an evaluation run can score, behind one small interface.
 
 Every predictor receives `patient.unlabelled()` only; labels never leave the runner. `--predictor` takes
-`classifier` (shipped weights) or `classifier:DIR`, `audio-llm`, `majority` or `csv:PATH`.
+`classifier` (shipped weights) or `classifier:DIR`, `classifier-gated[:DIR]` (the same with the familiarity
+gate), `abnormal[:DIR]` (the normal/abnormal model: abnormal -> Present, normal -> Absent), `audio-llm`,
+`majority` or `csv:PATH`.
 """
 
 from __future__ import annotations
@@ -191,6 +193,84 @@ class ClassifierPredictor:
         return PatientOutput(patient.patient_id, pred.murmur, probs, features, feature_head=head, skipped=skipped)
 
 
+class GatedClassifierPredictor(ClassifierPredictor):
+    """The classifier with the familiarity gate (assistant/murmur/familiarity.py) of a consultation: a patient
+    most of whose recordings are unlike the training data is called Unknown, its features none."""
+
+    name = "classifier-gated"
+
+    def __init__(self, folder: Path | None = None):
+        from assistant.murmur.familiarity import Familiarity
+
+        super().__init__(folder)
+        self.familiarity = Familiarity.load(self.folder)
+        if self.familiarity is None:
+            raise PredictorError(f"{self.folder}: no familiarity model beside the murmur weights "
+                                 "(`murmurscope finetune familiarity` fits one)")
+
+    def fingerprint(self) -> dict:
+        digest = hashlib.sha256()
+        for f in sorted(self.folder.glob("familiarity*")):
+            digest.update(f.name.encode() + f.read_bytes())
+        return super().fingerprint() | {"predictor": self.name, "familiarity_sha256": digest.hexdigest()}
+
+    def predict(self, patient: Patient) -> PatientOutput:
+        out = super().predict(patient)
+        scores = [self.familiarity.score(self.model.embed(ref.load(rate=self.model.rate)))
+                  for ref in patient.unlabelled().recordings if ref.name not in out.skipped]
+        if self.familiarity.patient_reason(scores):
+            out.murmur = "Unknown"
+            out.features = {name: None for name in FEATURES}
+        return out
+
+
+class AbnormalPredictor:
+    """The normal/abnormal model (assistant/abnormal): P(abnormal) is reported as P(Present), so a PhysioNet
+    2016 run scores it as the Challenge does; on CirCor it is a Present/Absent murmur call."""
+
+    name = "abnormal"
+
+    def __init__(self, folder: Path | None = None):
+        from assistant.abnormal.model import WEIGHTS_DIR, AbnormalModel
+        from assistant.murmur.model import MurmurModel
+        from assistant.segment.segmenter import default_segmenter
+
+        self.folder = Path(folder) if folder is not None else WEIGHTS_DIR
+        self.model = AbnormalModel.load(folder)
+        self.murmur = MurmurModel.load()
+        self.segmenter = default_segmenter()
+
+    def fingerprint(self) -> dict:
+        digest = hashlib.sha256()
+        for f in sorted(self.folder.glob("abnormal*")):
+            digest.update(f.name.encode() + f.read_bytes())
+        return {"predictor": self.name, "weights_sha256": digest.hexdigest(),
+                "murmur_weights_sha256": self.model.config.murmur_weights_sha256}
+
+    def predict(self, patient: Patient) -> PatientOutput:
+        from assistant.abnormal.features import recording_vector
+
+        vectors, skipped = {}, {}
+        for ref in patient.unlabelled().recordings:
+            try:
+                rec = ref.load()
+            except MurmurScopeError as e:
+                skipped[ref.name] = str(e)
+                continue
+            vectors[ref.name] = recording_vector(self.murmur, self.murmur.frame_statistics(rec),
+                                                 self.segmenter.segment(rec), rec, self.model.config.features)
+        if not vectors:
+            return PatientOutput(patient.patient_id, None, skipped=skipped)
+        p = self.model.predict(vectors)
+        return PatientOutput(patient.patient_id, "Present" if p.label == "abnormal" else "Absent",
+                             {"Present": p.probability, "Unknown": 0.0, "Absent": 1.0 - p.probability},
+                             {name: None for name in FEATURES}, skipped=skipped)
+
+
+def _folder(spec: str, name: str) -> Path | None:
+    return Path(spec[len(name) + 1:]) if spec.startswith(name + ":") else None
+
+
 def build_predictor(spec: str, fit_patients: list[Patient], binary_truth: dict[str, str] | None = None,
                     endpoint: str | None = None, model: str | None = None) -> Predictor:
     """Turn `--predictor` into a predictor; every failure is a one-line PredictorError."""
@@ -202,8 +282,13 @@ def build_predictor(spec: str, fit_patients: list[Patient], binary_truth: dict[s
         return ClassifierPredictor()
     if spec.startswith("classifier:"):
         return ClassifierPredictor(Path(spec[len("classifier:"):]))
+    if spec == "classifier-gated" or spec.startswith("classifier-gated:"):
+        return GatedClassifierPredictor(_folder(spec, "classifier-gated"))
+    if spec == "abnormal" or spec.startswith("abnormal:"):
+        return AbnormalPredictor(_folder(spec, "abnormal"))
     if spec == "audio-llm":
         from eval.llm_predictor import AudioLLMPredictor
 
         return AudioLLMPredictor.connect(endpoint, model)
-    raise PredictorError(f"unknown predictor {spec!r}: use classifier[:DIR], audio-llm, majority or csv:PATH")
+    raise PredictorError(f"unknown predictor {spec!r}: use classifier[:DIR], classifier-gated[:DIR], abnormal[:DIR], "
+                         "audio-llm, majority or csv:PATH")

@@ -34,7 +34,8 @@ class RunConfig:
 
     data_root: Path = field(metadata={"help": "A labelled CirCor-layout folder, or a PhysioNet 2016 folder "
                                               "(REFERENCE.csv).", "aliases": ("--circor-root",)})
-    predictor: str = field(metadata={"help": "classifier, audio-llm, majority or csv:PATH."})
+    predictor: str = field(metadata={"help": "classifier[:DIR], classifier-gated[:DIR], abnormal[:DIR], audio-llm, "
+                                             "majority or csv:PATH."})
     out: Path = field(metadata={"help": "Run folder (created; an existing one is only resumed, never overwritten)."})
     split: str | None = field(default=None, metadata={"help": "val (CirCor default: the project split), train or all."})
     endpoint: str | None = field(default=None, metadata={

@@ -11,7 +11,9 @@ from rich.console import Console
 from assistant.cli.options import ConfigCommand, from_config
 
 if TYPE_CHECKING:
+    from finetune.abnormal import AbnormalTrainConfig
     from finetune.classifier import ClassifierTrainConfig
+    from finetune.familiarity import FamiliarityTrainConfig
     from finetune.qa import QAConfig
     from finetune.segmenter import SegmenterTrainConfig
     from finetune.sft import AudioSFTConfig
@@ -114,3 +116,36 @@ def convert_whisper(
 
     written = convert(source or packaged_model_dir(), out)
     typer.echo(f"wrote {written / 'config.json'} and {written / 'model.safetensors'}")
+
+
+@app.command("abnormal", cls=ConfigCommand)
+@from_config(config="finetune.abnormal:AbnormalTrainConfig", yaml=True)
+def abnormal(config: AbnormalTrainConfig) -> None:
+    """Train the normal/abnormal model (PhysioNet 2016 task) on a REFERENCE.csv folder; C by inner CV."""
+    from assistant.abnormal.model import WEIGHTS_NAME
+    from assistant.errors import MurmurScopeError
+    from finetune.abnormal import train
+
+    if (config.out / WEIGHTS_NAME).exists():
+        raise MurmurScopeError(f"{config.out}: already holds a normal/abnormal model; choose another --out")
+    model, out = train(config)
+    t = model.config.training
+    typer.echo(f"wrote {out}: {t['recordings']} recordings, C {t['C']:.3g} (inner {t['inner_folds']}-fold CV), "
+               f"{model.dim} features")
+
+
+@app.command("familiarity", cls=ConfigCommand)
+@from_config(config="finetune.familiarity:FamiliarityTrainConfig", yaml=True)
+def familiarity(config: FamiliarityTrainConfig) -> None:
+    """Fit the familiarity score (Mahalanobis distance in the murmur embedding space) on CirCor's training
+    split and set its threshold at a percentile of cross-fitted training distances."""
+    from assistant.errors import MurmurScopeError
+    from assistant.murmur.familiarity import FAMILIARITY_WEIGHTS
+    from finetune.familiarity import train
+
+    if (config.out / FAMILIARITY_WEIGHTS).exists():
+        raise MurmurScopeError(f"{config.out}: already holds a familiarity model; choose another --out")
+    model = train(config)
+    f = model.config.fitted_on
+    typer.echo(f"wrote {config.out}: {f['recordings']} recordings of {f['patients']} training patients, threshold "
+               f"{model.config.threshold:.2f} (percentile {model.config.percentile:g}, shrinkage {f['shrinkage']:.3f})")

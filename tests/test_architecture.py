@@ -19,9 +19,12 @@ ALLOWED = {
     "assistant.data": {"assistant.errors", "assistant.data"},
     "assistant.segment": {"assistant.errors", "assistant.data", "assistant.segment"},
     "assistant.murmur": {"assistant.errors", "assistant.data", "assistant.segment", "assistant.murmur"},
+    # Normal/abnormal reads the murmur CNN's embeddings and the segmenter's cycles.
+    "assistant.abnormal": {"assistant.errors", "assistant.data", "assistant.segment", "assistant.murmur",
+                           "assistant.abnormal"},
     "assistant.llm": {"assistant.errors", "assistant.data", "assistant.llm"},
     "assistant.consult": {"assistant.errors", "assistant.data", "assistant.segment", "assistant.murmur",
-                          "assistant.llm", "assistant.consult", "knowledge"},
+                          "assistant.abnormal", "assistant.llm", "assistant.consult", "knowledge"},
     "assistant.viz": {"assistant.errors", "assistant.data", "assistant.consult", "assistant.viz"},
     # Reports fingerprint the weights they were made with, so they may name the weights' folders.
     "assistant.report": {"assistant.errors", "assistant.data", "assistant.segment", "assistant.murmur",

@@ -31,7 +31,8 @@ def test_segmenter_finds_no_cycles_in_a_pure_tone(analyzer, freq, rate):
 
 def test_heart_recordings_pass(analyzer, synth_recordings):
     findings = analyzer.analyze(synth_recordings, guidance=False)
-    assert findings.no_heart is None and findings.ungated_murmur is None
+    # Synthetic audio may be unfamiliar to the murmur model (another gate); the non-heart gate leaves it alone.
+    assert findings.no_heart is None and (findings.ungated_murmur is None) == (findings.unfamiliar is None)
     for rec in synth_recordings:
         evidence = heart_evidence(rec.samples, rec.rate)
         assert steady_reason(evidence) is None and not_heart_reason(evidence, 0.8) is None

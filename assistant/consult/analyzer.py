@@ -8,7 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from assistant.abnormal.features import recording_vector
+from assistant.abnormal.model import CAVEAT, AbnormalModel
 from assistant.consult.findings import (
+    AbnormalFinding,
+    FamiliarityFinding,
     FeatureFinding,
     Findings,
     GuidancePassage,
@@ -17,7 +21,8 @@ from assistant.consult.findings import (
 )
 from assistant.data.audio import Recording, check_samples
 from assistant.errors import MurmurScopeError
-from assistant.murmur.model import MurmurModel, PatientPrediction
+from assistant.murmur.familiarity import Familiarity
+from assistant.murmur.model import WEIGHTS_DIR, FrameStatistics, MurmurModel, PatientPrediction
 from assistant.segment.gate import NO_HEART, not_heart_reason
 from assistant.segment.segmenter import Segmenter, SegmentResult, default_segmenter, segment_recording
 from knowledge.retriever import Retriever
@@ -77,14 +82,19 @@ class AnalysisConfig:
     murmur_model: Path | None = field(default=None, metadata={"help": "Murmur model weights (default: shipped)."})
     index_dir: Path | None = field(default=None, metadata={"help": "Guidance index (default: shipped)."})
     guidance_k: int = field(default=3, metadata={"help": "Guidance passages per patient."})
+    abnormal_model: Path | None = field(default=None, metadata={
+        "help": "Normal/abnormal model weights (default: shipped)."})
 
 
 class Analyzer:
     """Loaded models, reused across calls (the warm path the API and the app keep in memory)."""
 
     def __init__(self, murmur_model: MurmurModel, retriever: Retriever | None = None, guidance_k: int = 3,
-                 segmenter: Segmenter | None = None, config: AnalysisConfig | None = None):
+                 segmenter: Segmenter | None = None, config: AnalysisConfig | None = None,
+                 familiarity: Familiarity | None = None, abnormal: AbnormalModel | None = None):
         self.murmur_model = murmur_model
+        self.familiarity = familiarity
+        self.abnormal = abnormal
         self.config = config  # what load() loaded (reports fingerprint those weights); None when built by hand
         self.retriever = retriever
         self.guidance_k = guidance_k
@@ -96,8 +106,14 @@ class Analyzer:
 
     @classmethod
     def load(cls, config: AnalysisConfig = AnalysisConfig()) -> Analyzer:
-        return cls(MurmurModel.load(config.murmur_model), Retriever.load(config.index_dir), config.guidance_k,
-                   default_segmenter(), config)
+        murmur_folder = config.murmur_model or WEIGHTS_DIR
+        murmur = MurmurModel.load(config.murmur_model)
+        # Both read the shipped CNN's embeddings: with other murmur weights they have nothing valid to read.
+        cnn = murmur.config.encoder == "cnn"
+        abnormal = AbnormalModel.load(config.abnormal_model, murmur_folder) if cnn and (
+            config.abnormal_model is not None or config.murmur_model is None) else None
+        return cls(murmur, Retriever.load(config.index_dir), config.guidance_k, default_segmenter(), config,
+                   Familiarity.load(murmur_folder) if cnn else None, abnormal)
 
     def segment(self, recording: Recording) -> SegmentationFinding:
         with self._model_lock:
@@ -123,36 +139,67 @@ class Analyzer:
         with self._model_lock:
             results = [segment_recording(rec, segmenter=self.segmenter) for rec in recordings]
             prediction = self.murmur_model.predict_recordings(list(recordings), patient_id=patient_id)
+            stats = ([self.murmur_model.frame_statistics(rec) for rec in recordings]
+                     if self.familiarity is not None or self.abnormal is not None else [])
         reasons = [recording_gate(r) for r in results]
         # The non-heart gate: when no recording sounds like a heart, the call is Unknown whatever the
         # model says (speech has been called Present); one recording that passes keeps the model's call.
         no_heart = heart_check(results)
+        distances = [self.familiarity.score(st.mean) for st in stats] if self.familiarity is not None else []
+        # The familiarity gate: a recording from another stethoscope or population has been called Present
+        # far more often than CirCor's; when most recordings are unlike the training data, say so instead.
+        unfamiliar = None if no_heart or self.familiarity is None else self.familiarity.patient_reason(distances)
+        abnormal = self._abnormal(ids, recordings, stats, results) if self.abnormal is not None and not no_heart \
+            else {}
         found = [RecordingFindings(id=rid, site=rec.site, duration_s=round(rec.duration, 2),
                                    segmentation=segmentation_finding(res),
                                    murmur_probabilities=_rounded(p.probabilities), not_heart=why,
-                                   evidence=res.evidence.to_dict() if res.evidence else {})
-                 for rid, rec, p, res, why in zip(ids, recordings, prediction.recordings, results, reasons,
-                                                  strict=True)]
-        warnings = ([no_heart] if no_heart else []) + list(prediction.warnings)
+                                   evidence=res.evidence.to_dict() if res.evidence else {},
+                                   familiarity=round(distances[k], 2) if distances else None,
+                                   abnormal_probability=abnormal.get("recordings", {}).get(rid))
+                 for k, (rid, rec, p, res, why) in enumerate(zip(ids, recordings, prediction.recordings, results,
+                                                                 reasons, strict=True))]
+        gated = no_heart or unfamiliar
+        warnings = ([gated] if gated else []) + list(prediction.warnings)
         warnings += [f"{r.id}: {r.not_heart}" for r in found if r.not_heart]
         warnings += [thin_evidence_warning(r.id, r.duration_s, r.segmentation) for r in found
                      if r.segmentation.thin_evidence and not r.not_heart]
         findings = Findings(
             patient_id=patient_id,
-            murmur="Unknown" if no_heart else prediction.murmur,
+            murmur="Unknown" if gated else prediction.murmur,
             probabilities=_rounded(prediction.probabilities),
             signal_quality=round(sum(r.segmentation.quality for r in found) / len(found), 3),
             recordings=found,
-            features={name: FeatureFinding(label=None if no_heart else f.label, probabilities=_rounded(f.probabilities),
+            features={name: FeatureFinding(label=None if gated else f.label, probabilities=_rounded(f.probabilities),
                                            low_confidence=f.low_confidence, n_train=f.n_train)
                       for name, f in prediction.features.items()},
             warnings=warnings,
             no_heart=no_heart,
-            ungated_murmur=prediction.murmur if no_heart else None,
+            ungated_murmur=prediction.murmur if gated else None,
+            unfamiliar=unfamiliar,
+            familiarity=None if self.familiarity is None else FamiliarityFinding(
+                threshold=round(self.familiarity.config.threshold, 2),
+                unfamiliar_recordings=sum(self.familiarity.unfamiliar(d) for d in distances),
+                recordings=len(distances), method=FAMILIARITY_METHOD.format(self.familiarity.config.percentile)),
+            abnormal=abnormal.get("finding"),
         )
         if guidance:
             findings.guidance = self.guidance(guidance_query(prediction, findings.murmur))
         return findings
+
+
+    def _abnormal(self, ids: list[str], recordings: Sequence[Recording], stats: list[FrameStatistics],
+                  results: list[SegmentResult]) -> dict:
+        vectors = {rid: recording_vector(self.murmur_model, st, res, rec, self.abnormal.config.features)
+                   for rid, rec, st, res in zip(ids, recordings, stats, results, strict=True)}
+        p = self.abnormal.predict(vectors)
+        return {"recordings": {k: round(v, 4) for k, v in p.recordings.items()},
+                "finding": AbnormalFinding(label=p.label, probability=round(p.probability, 4), threshold=p.threshold,
+                                           caveat=CAVEAT)}
+
+
+FAMILIARITY_METHOD = ("Mahalanobis distance of the murmur embedding from CirCor's training recordings; the threshold "
+                      "is the {:g}th percentile of CirCor training recordings' cross-fitted distances")
 
 
 def _rounded(probabilities: dict[str, float]) -> dict[str, float]:

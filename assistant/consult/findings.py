@@ -37,6 +37,9 @@ class RecordingFindings(BaseModel):
     murmur_probabilities: dict[str, float] = Field(default_factory=dict)
     not_heart: str | None = Field(default=None, description="Why this recording does not sound like a heart.")
     evidence: dict[str, float] = Field(default_factory=dict, description="The non-heart gate's measures.")
+    familiarity: float | None = Field(default=None, description="Distance of this recording from the murmur "
+                                                                "model's training recordings (larger: less alike).")
+    abnormal_probability: float | None = Field(default=None, description="P(abnormal) of this recording.")
 
 
 class FeatureFinding(BaseModel):
@@ -44,6 +47,24 @@ class FeatureFinding(BaseModel):
     probabilities: dict[str, float]
     low_confidence: bool
     n_train: int
+
+
+class FamiliarityFinding(BaseModel):
+    """How alike the recordings are to the CirCor recordings the murmur model was trained on."""
+
+    threshold: float = Field(description="Distance beyond which a recording counts as unfamiliar.")
+    unfamiliar_recordings: int
+    recordings: int
+    method: str = Field(description="How the distance is measured and the threshold chosen.")
+
+
+class AbnormalFinding(BaseModel):
+    """The normal/abnormal call (PhysioNet 2016 task), a separate model from the murmur call."""
+
+    label: str = Field(description="abnormal or normal.")
+    probability: float = Field(description="P(abnormal), the mean over the recordings.")
+    threshold: float
+    caveat: str = Field(description="What 'abnormal' covers and what the model was trained on.")
 
 
 class GuidancePassage(BaseModel):
@@ -89,8 +110,14 @@ class Findings(BaseModel):
     disclaimer: str = DISCLAIMER
     no_heart: str | None = Field(default=None, description="Set when no recording sounds like a heart: the call "
                                                            "is then Unknown whatever the model says.")
-    ungated_murmur: str | None = Field(default=None, description="The model's call when the non-heart gate "
-                                                                 "overrode it.")
+    ungated_murmur: str | None = Field(default=None, description="The model's call when a gate (non-heart or "
+                                                                 "unfamiliar) overrode it.")
+    unfamiliar: str | None = Field(default=None, description="Set when most recordings do not resemble the murmur "
+                                                             "model's training recordings: the call is then Unknown.")
+    familiarity: FamiliarityFinding | None = Field(default=None, description="None when the murmur model has no "
+                                                                             "familiarity model beside it.")
+    abnormal: AbnormalFinding | None = Field(default=None, description="None without heart sounds or without a "
+                                                                       "normal/abnormal model.")
     audio_llm: AudioLLMFinding | None = Field(default=None, description="A served audio-LLM's second opinion, "
                                                                         "when one is configured.")
 

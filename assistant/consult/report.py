@@ -15,19 +15,29 @@ def _pct(p: float) -> str:
 
 def findings_markdown(f: Findings) -> str:
     probs = ", ".join(f"{c} {_pct(f.probabilities.get(c, 0.0))}" for c in MURMUR_CLASSES)
-    if f.no_heart:  # the model's probabilities are not a call on audio that is not a heart
-        lines = [f"**Murmur: {f.murmur}**: {f.no_heart} (the model alone: {probs})."]
+    if f.no_heart or f.unfamiliar:  # the model's probabilities are not a call on audio it cannot judge
+        lines = [f"**Murmur: {f.murmur}**: {f.no_heart or f.unfamiliar} (the model alone: {f.ungated_murmur}, "
+                 f"{probs})."]
     else:
         lines = [f"**Murmur: {f.murmur}** ({probs}); signal quality {f.signal_quality:.2f} (0 poor, 1 clean)."]
     lines.append("")
-    lines.append("| recording | site | heart rate | quality | cycles | P(murmur present) |")
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("| recording | site | heart rate | quality | cycles | P(murmur present) | unfamiliarity |")
+    lines.append("|---|---|---|---|---|---|---|")
+    threshold = f.familiarity.threshold if f.familiarity else None
     for r in f.recordings:
         s = r.segmentation
         hr = f"{s.heart_rate:.0f} bpm" if s.heart_rate else "n/a"
         present = _pct(r.murmur_probabilities["Present"]) if "Present" in r.murmur_probabilities else "n/a"
+        distance = "n/a" if r.familiarity is None else f"{r.familiarity:.1f}" + (
+            " (beyond)" if threshold is not None and r.familiarity > threshold else "")
         lines.append(f"| {r.id} | {r.site or '?'} | {hr} | {s.quality:.2f}{'' if s.reliable else ' (unreliable)'} "
-                     f"| {s.n_cycles} | {present} |")
+                     f"| {s.n_cycles} | {present} | {distance} |")
+    if f.familiarity:
+        lines += ["", f"Unfamiliarity: {f.familiarity.unfamiliar_recordings} of {f.familiarity.recordings} "
+                      f"recordings beyond {f.familiarity.threshold:.1f} ({f.familiarity.method})."]
+    if f.abnormal:
+        lines += ["", f"**Normal/abnormal: {f.abnormal.label}** (P(abnormal) {_pct(f.abnormal.probability)}). "
+                      f"{f.abnormal.caveat}"]
     described = [(name, ft) for name, ft in f.features.items() if ft.label]
     if f.murmur == "Present" and described:
         lines.append("")

@@ -81,6 +81,16 @@ class PatientPrediction:
 
 
 @dataclass(frozen=True)
+class FrameStatistics:
+    """One recording through the CNN ensemble: per member the mean and the std of its frame embeddings
+    (E, D) each, and the (n_mels, T) natural-log mel at the segmenter's 50 frames per second."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    log_mel: np.ndarray
+
+
+@dataclass(frozen=True)
 class MurmurConfig:
     """Everything `load` needs besides the tensors; written as murmur.json next to them."""
 
@@ -245,11 +255,22 @@ class MurmurModel(torch.nn.Module):
     @torch.inference_mode()
     def embed(self, recording: Recording) -> torch.Tensor:
         """(E, D) clip embeddings, one per encoder."""
+        if self.config.encoder == "cnn":
+            return self.frame_statistics(recording).mean
         x = torch.from_numpy(np.ascontiguousarray(recording.resampled(self.rate).samples))[None]
-        if all(isinstance(e, CNNEncoder) for e in self.encoders):  # the members share one front-end
-            mel = self.encoders[0].to_mel(x)
-            return torch.cat([e.frames_from_mel(mel).mean(1) for e in self.encoders])
         return torch.cat([e.clip(x) for e in self.encoders])
+
+    @torch.inference_mode()
+    def frame_statistics(self, recording: Recording) -> FrameStatistics:
+        """The CNN members' frames summarised (their mean is `embed`) with the log-mel they read: what the
+        normal/abnormal model and the familiarity score take from the murmur model."""
+        if self.config.encoder != "cnn":
+            raise ModelFileError(f"frame statistics need the CNN encoder, not {self.config.encoder!r}")
+        x = torch.from_numpy(np.ascontiguousarray(recording.resampled(self.rate).samples))[None]
+        mel = self.encoders[0].to_mel(x)  # the members share one front-end
+        frames = [e.frames_from_mel(mel)[0] for e in self.encoders]
+        return FrameStatistics(torch.stack([f.mean(0) for f in frames]),
+                               torch.stack([f.std(0, correction=0) for f in frames]), mel[0].numpy())
 
     @torch.inference_mode()
     def cycle_features(self, recording: Recording) -> torch.Tensor | None:

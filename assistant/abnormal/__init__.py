@@ -1,0 +1,1 @@
+"""Normal/abnormal heart sound (the PhysioNet/CinC 2016 task), beside the murmur call."""
