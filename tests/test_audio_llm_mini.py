@@ -39,7 +39,7 @@ def test_whisper_tower_is_the_pretrained_encoder(mini_dir, whisper_dir):
     assert AutoProcessor.from_pretrained(mini_dir).feature_extractor.feature_size == 80
 
 
-def test_conversations_carry_every_question_of_a_clip_once(qa_dir):
+def test_conversations_carry_every_question_of_a_clip_once(qa_dir):  # noqa: F811
     from finetune.qa import conversations
 
     rows = [json.loads(line) for line in (qa_dir / "train.jsonl").read_text().splitlines()]
