@@ -182,3 +182,18 @@ def test_model_text_is_rendered_without_links_or_images(app, synth_recordings, m
     shown = [m.markdown[0].value for m in app.chat_message]
     assert all("](" not in text for text in shown)
     assert "(image not shown: p)" in shown[-1] and "`https://evil.example/x`" in shown[-1]
+
+
+def test_audio_llm_opinion_is_shown_beside_the_findings(analyzer_loaded_once, monkeypatch, synth_recordings):
+    # Nothing listens on port 9: the findings stand, and the app says why there is no second opinion.
+    monkeypatch.delenv("MURMURSCOPE_CHAT_BASE_URL", raising=False)
+    monkeypatch.setenv("MURMURSCOPE_AUDIO_LLM_URL", "http://127.0.0.1:9/v1")
+    st.cache_resource.clear()
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.file_uploader[0].set_value([(f"9001_{r.site}.wav", wav_bytes(r), "audio/wav") for r in synth_recordings[:1]])
+    at.run()
+    at.button[0].click().run()
+    assert not at.exception and at.subheader[0].value.startswith("Murmur: ")
+    assert any(m.value.startswith("Audio-LLM (murmur-qwen2-audio-mini): no second opinion") for m in at.markdown)
+    st.cache_resource.clear()
