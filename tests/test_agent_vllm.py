@@ -45,37 +45,27 @@ HELLO = "I am MurmurScope. Attach recordings and ask about them."
 MISSING = "classify_murmur failed: no recording 'rec3' in this conversation (attached: rec1, rec2)"
 
 
-def _findings_like(rng: random.Random) -> str:
-    """A tool result of classify_murmur's shape with random values: the model must answer after any result,
-    not after one it memorised (the real one is computed only when the test runs)."""
-    def probs(labels):
-        w = [rng.random() for _ in labels]
-        return {k: v / sum(w) for k, v in zip(labels, w, strict=True)}
+def _other_findings(analyzer, k: int) -> str:
+    """classify_murmur's result on another generated patient: every field the findings have today, other
+    values than the test's recordings give, so the model must answer after any result, not one it memorised."""
+    from assistant.data.synth import synth_patient
 
-    recs = [{"id": f"rec{i + 1}", "site": site, "duration_s": round(rng.uniform(5, 30), 1),
-             "segmentation": {"heart_rate": rng.uniform(60, 160), "heart_rate_confidence": rng.random(),
-                              "quality": rng.random(), "reliable": rng.random() > 0.3, "message": "ok",
-                              "n_cycles": rng.randint(3, 40)},
-             "murmur_probabilities": probs(["Present", "Unknown", "Absent"])}
-            for i, site in enumerate(rng.sample(["AV", "PV", "TV", "MV"], rng.randint(1, 4)))]
-    features = {f: {"label": rng.choice(["a", "b", None]), "probabilities": probs(["a", "b", "c"]),
-                    "low_confidence": rng.random() > 0.5, "n_train": rng.randint(10, 300)}
-                for f in ("timing", "shape", "grading", "pitch", "quality", "location")}
-    p = probs(["Present", "Unknown", "Absent"])
-    return json.dumps({"patient_id": "patient", "murmur": max(p, key=p.get), "probabilities": p,
-                       "signal_quality": rng.random(), "recordings": recs, "features": features,
-                       "warnings": [], "disclaimer": "MurmurScope is decision support, not a diagnosis."})
+    rng = random.Random(k)
+    patient = synth_patient(str(8000 + k), seed=100 + k, murmur=rng.choice(["Present", "Absent"]),
+                            duration=rng.uniform(5.0, 12.0))
+    recs = rng.sample([pcg.recording for pcg in patient.recordings.values()], rng.randint(1, 4))
+    found = analyzer.analyze(recs, ids=[f"rec{i + 1}" for i in range(len(recs))], guidance=False)
+    return json.dumps(found.compact())
 
 
 def recipe(analyzer) -> ToolChatModelRecipe:
     tools = build_tools(analyzer, RecordingStore())
-    rng = random.Random(0)
     return ToolChatModelRecipe(
         system=SYSTEM_PROMPT,
         tools=tuple(json.dumps(convert_to_openai_tool(t)) for t in tools),
         behaviours=(
             Behaviour(LISTING + ASK, {"name": "classify_murmur", "arguments": {"recording_ids": ["rec1", "rec2"]}},
-                      final_text=FINAL, tool_results=tuple(_findings_like(rng) for _ in range(6))),
+                      final_text=FINAL, tool_results=tuple(_other_findings(analyzer, k) for k in range(6))),
             Behaviour(LISTING + ASK_WRONG, {"name": "classify_murmur", "arguments": {"recording_ids": ["rec3"]}},
                       final_text=FINAL_FAILED,
                       tool_results=(MISSING, "classify_murmur failed: no recording 'rec3' in this conversation "
