@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import socket
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -51,18 +50,13 @@ class LLMBenchResult:
     machine: str
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_llm_bench(work: Path, sft_steps: int = 10, batch_size: int = 2, requests: int = 16,
                   concurrency: int = 4, machine: str = "") -> LLMBenchResult:
     from assistant.data.circor import read_folder
     from assistant.data.synth import write_circor_folder
     from assistant.llm.client import AudioLLMConfig, ask_feature
     from assistant.llm.launcher import LLMServerConfig, start_llm_server
+    from eval.llm_serve_bench import free_port
     from finetune.export import merge_adapter
     from finetune.qa import QAConfig, build_qa
     from finetune.sft import AudioSFTConfig, train
@@ -79,7 +73,7 @@ def run_llm_bench(work: Path, sft_steps: int = 10, batch_size: int = 2, requests
     merge_adapter(str(work / "tiny"), work / "adapter", work / "merged")
 
     recordings = [ref.load() for p in read_folder(work / "synth") for ref in p.recordings][:requests]
-    cfg = LLMServerConfig(work / "merged", port=_free_port(), served_model_name="tiny", dtype="float32",
+    cfg = LLMServerConfig(work / "merged", port=free_port(), served_model_name="tiny", dtype="float32",
                           log_file=work / "vllm.log")
     with start_llm_server(cfg) as server:
         client = AudioLLMConfig(cfg.base_url, "tiny", timeout=300)
