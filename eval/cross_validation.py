@@ -12,7 +12,7 @@ majority baseline fitted on each fold's training patients.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +141,25 @@ def murmur_table(rows: list[OOFPatient], rule: str | None = None) -> dict[int, d
         prior = np.array([train.count(c) / len(train) for c in MURMUR_CLASSES]) if train else None
         calls = decide(np.array([r.probabilities for r in fold_rows]), rule, prior) if rule else None
         out[k] = murmur_scores(fold_rows, calls)
+    return out
+
+
+def recalibrated(rows: list[OOFPatient], l2: float = 1e-3) -> list[OOFPatient]:
+    """Each fold's rows with probabilities and calls from a `Recalibration` fitted on the other folds' rows
+    only, so the held-out fold's labels never reach the fit: the honest score of `finetune calibrate`."""
+    import torch
+
+    from finetune.calibration import fit_recalibration
+
+    out = []
+    for k, fold_rows in by_fold(rows).items():
+        others = [r for r in rows if r.fold != k]
+        recalibration = fit_recalibration(np.array([r.probabilities for r in others]), [r.murmur for r in others], l2)
+        logp = torch.from_numpy(np.log(np.clip(np.array([r.probabilities for r in fold_rows]), 1e-8, 1.0)))
+        probs = recalibration.log_probabilities(logp).exp()
+        calls = recalibration.decide(probs).tolist()
+        out += [replace(r, probabilities=p, call=MURMUR_CLASSES[c])
+                for r, p, c in zip(fold_rows, probs.tolist(), calls)]
     return out
 
 

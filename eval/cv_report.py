@@ -14,10 +14,12 @@ from eval.cross_validation import (
     feature_table,
     load_recipe,
     murmur_table,
+    recalibrated,
     summarise,
 )
 
-DECISION_RULES = (None, "argmax", "cost", "balanced")  # None: the recipe's own calls
+# None: the recipe's own calls; "recalibrated": `finetune calibrate` fitted on the other folds (nested).
+DECISION_RULES = (None, "argmax", "cost", "balanced", "recalibrated")
 METRICS = ("auroc", "wacc", "uar", "ece", "recall_Present", "recall_Unknown", "recall_Absent")
 
 
@@ -39,9 +41,9 @@ def murmur_rows(found: dict[str, tuple[list[OOFPatient], dict]], n_folds: int) -
     rows = []
     for name, (oof, _) in found.items():
         for rule in DECISION_RULES:
-            if rule == "balanced" and len({r.fold for r in oof}) < 2:
-                continue  # its prior comes from the other folds' patients
-            per_fold = murmur_table(oof, rule)
+            if rule in ("balanced", "recalibrated") and len({r.fold for r in oof}) < 2:
+                continue  # its prior or its fit comes from the other folds' patients
+            per_fold = murmur_table(recalibrated(oof), None) if rule == "recalibrated" else murmur_table(oof, rule)
             s = summarise(per_fold)
             rows.append({"recipe": name, "rule": rule or "own", "folds": f"{len(per_fold)}/{n_folds}",
                          **{m: s[m] for m in METRICS}})

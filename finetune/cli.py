@@ -12,6 +12,7 @@ from assistant.cli.options import ConfigCommand, from_config
 
 if TYPE_CHECKING:
     from finetune.abnormal import AbnormalTrainConfig
+    from finetune.calibration import CalibrateConfig
     from finetune.classifier import ClassifierTrainConfig
     from finetune.familiarity import FamiliarityTrainConfig
     from finetune.qa import QAConfig
@@ -102,6 +103,19 @@ def classifier(config: ClassifierTrainConfig) -> None:
     Console().print(f"wrote {config.out}: {config.members} members, val weighted accuracy {head['best_val_wa']:.3f}, "
                     f"UAR {head['best_val_uar']:.3f} (epoch {head['best_epoch']}), temperature "
                     f"{log['temperature']:.2f}, {log['minutes']:.1f} min")
+
+
+@app.command("calibrate", cls=ConfigCommand)
+@from_config(config="finetune.calibration:CalibrateConfig", yaml=True)
+def calibrate(config: CalibrateConfig) -> None:
+    """Fit the murmur model's recalibration (per-class scale and bias, decision weights) on a recipe's
+    out-of-fold probabilities and write a copy of the model that carries it."""
+    from finetune.calibration import calibrate as fit
+
+    r = fit(config)
+    typer.echo(f"wrote {config.out}: scale {', '.join(f'{x:.2f}' for x in r.scale)}, bias "
+               f"{', '.join(f'{x:+.2f}' for x in r.bias)}, decision weights "
+               f"{', '.join(f'{x:.2f}' for x in r.decision_weights)} (Present, Unknown, Absent)")
 
 
 @app.command("convert-whisper")

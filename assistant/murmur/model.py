@@ -19,6 +19,7 @@ from assistant.data.audio import Recording, check_samples
 from assistant.data.circor import Patient
 from assistant.data.labels import FEATURES, LOCATIONS, MURMUR_CLASSES, PREDICTION_COLUMNS
 from assistant.errors import MurmurScopeError
+from assistant.murmur.calibration import Recalibration
 from assistant.murmur.cycle_features import CycleConfig, cycle_vector
 from assistant.murmur.encoders import CNNConfig, CNNEncoder, Encoder
 from assistant.murmur.heads import TOKENS, FeatureHeads, HeadConfig, MultiSiteHead
@@ -110,6 +111,8 @@ class MurmurConfig:
     cycle: CycleConfig = field(default_factory=CycleConfig)
     # Independently seeded members; with M2D they share the one frozen encoder.
     members: int = 1
+    # Fitted afterwards on a cross-validation's out-of-fold probabilities (`finetune calibrate`).
+    recalibration: Recalibration = field(default_factory=Recalibration)
 
     @property
     def uses_cycles(self) -> bool:
@@ -130,6 +133,8 @@ class MurmurConfig:
         d["head"] = HeadConfig(**d["head"])
         if "cycle" in d:
             d["cycle"] = CycleConfig(**d["cycle"])
+        if "recalibration" in d:
+            d["recalibration"] = Recalibration.from_dict(d["recalibration"])
         if d.get("decision") in RENAMED_DECISIONS:
             d["decision"] = RENAMED_DECISIONS[d["decision"]]
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
@@ -296,7 +301,9 @@ class MurmurModel(torch.nn.Module):
         member_tokens = [tokens[:, k % tokens.shape[1]] for k in range(len(self.heads))]
         logits = ensemble_logits(torch.stack([head(x[None], mask[None]).logits[0]
                                               for head, x in zip(self.heads, member_tokens)]))
-        probs = _probs(logits / self.config.temperature)
+        recalibration = self.config.recalibration
+        patient_logp = recalibration.log_probabilities(logits / self.config.temperature)
+        probs = _probs(patient_logp)
         stacked = torch.stack(embeddings)  # (N, E, D)
         rec_logits = ensemble_logits(torch.stack([head.recording_logits(stacked[:, k % stacked.shape[1]])
                                                   for k, head in enumerate(self.heads)]))
@@ -305,7 +312,7 @@ class MurmurModel(torch.nn.Module):
         if self.config.decision == "any_recording":
             murmur, probs = any_recording_rule([r.probabilities for r in recordings])
         else:
-            murmur = max(probs, key=probs.get)
+            murmur = MURMUR_CLASSES[int(recalibration.decide(patient_logp.exp()))]
         feature_tokens = member_tokens
         if self.config.uses_cycles:
             if cycles is None or len(cycles) != len(embeddings):
