@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from eval.classifier_bench import ClassifierBenchConfig
     from eval.consult_bench import ConsultBenchConfig
     from eval.familiarity_bench import FamiliarityBenchConfig
+    from eval.familiarity_cv import FamiliarityCVConfig
     from eval.retrieval_bench import RetrievalBenchConfig
     from eval.runner import RunConfig
     from eval.segmenter_bench import SegmenterBenchConfig
@@ -382,6 +383,26 @@ def familiarity(
 
     result = run(config)
     typer.echo(f"# familiarity gate; {platform.node()}, {os.cpu_count()} CPUs\n")
+    typer.echo(markdown(result))
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+@app.command("familiarity-cv", cls=ConfigCommand)
+@from_config(config="eval.familiarity_cv:FamiliarityCVConfig")
+def familiarity_cv(
+    config: FamiliarityCVConfig,
+    out: Annotated[Path | None, typer.Option(help="Write the result as JSON.")] = None,
+) -> None:
+    """The familiarity gate under a recipe's 5-fold CV: each fold's gate fitted on its training patients,
+    out-of-fold murmur W.acc / UAR with and without it."""
+    import os
+    import platform
+
+    from eval.familiarity_cv import markdown, run
+
+    result = run(config)
+    typer.echo(f"# familiarity gate under {config.cv}; {platform.node()}, {os.cpu_count()} CPUs\n")
     typer.echo(markdown(result))
     if out is not None:
         out.write_text(json.dumps(result, indent=2) + "\n")

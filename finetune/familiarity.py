@@ -102,12 +102,20 @@ def train(config: FamiliarityTrainConfig, progress: bool = True) -> Familiarity:
         raise MurmurScopeError(f"{config.circor_root}: no labelled CirCor patients")
     train_ids = set(split_patients(patients).train)
     embeddings = circor_embeddings(config.circor_root, murmur_folder, config.cache_dir, train_ids, progress)
-    x = np.stack(list(embeddings.values())).astype(np.float64)
-    threshold = float(np.percentile(cross_fitted_scores(x, config.folds), config.percentile))
-    mean, precision, shrinkage = fit_gaussian(x)
-    sha = hashlib.sha256((murmur_folder / "murmur.safetensors").read_bytes()).hexdigest()
-    model = Familiarity(FamiliarityConfig(threshold, config.percentile, sha, {
-        "data": Path(config.circor_root).name, "split": "train", "patients": len(train_ids),
-        "recordings": len(x), "shrinkage": shrinkage, "cross_fit_folds": config.folds}), mean, precision)
+    model = fit_familiarity(np.stack(list(embeddings.values())), murmur_folder, config.percentile, config.folds,
+                            {"data": Path(config.circor_root).name, "split": "train", "patients": len(train_ids)})
     model.save(config.out)
     return model
+
+
+def fit_familiarity(embeddings: np.ndarray, murmur_folder: Path, percentile: float = 99.0, folds: int = 5,
+                    fitted_on: dict | None = None) -> Familiarity:
+    """A Gaussian over the training recordings' embeddings, its threshold the `percentile` of their
+    cross-fitted distances."""
+    x = embeddings.astype(np.float64)
+    threshold = float(np.percentile(cross_fitted_scores(x, folds), percentile))
+    mean, precision, shrinkage = fit_gaussian(x)
+    sha = hashlib.sha256((Path(murmur_folder) / "murmur.safetensors").read_bytes()).hexdigest()
+    return Familiarity(FamiliarityConfig(threshold, percentile, sha, {
+        **(fitted_on or {}), "recordings": len(x), "shrinkage": shrinkage, "cross_fit_folds": folds}),
+        mean, precision)

@@ -119,3 +119,44 @@ def test_other_stethoscopes_are_farther_than_unseen_circor(circor_dev, shipped):
             for r in p.recordings]
     assert np.median(away) > np.percentile(home, 90), (np.median(away), np.percentile(home, 90))
     assert np.mean([familiarity.unfamiliar(d) for d in home]) < 0.1
+
+
+def test_the_gate_under_cross_validation_is_fitted_per_fold_and_only_turns_calls_unknown(synth_root, tmp_path):
+    import json
+
+    import torch
+    from typer.testing import CliRunner
+
+    from assistant.cli.main import app
+    from assistant.data.circor import read_folder
+    from assistant.data.split import fold_patients
+    from assistant.murmur.model import MurmurConfig, MurmurModel
+    from eval.cross_validation import OOFPatient, save_fold
+
+    patients = read_folder(synth_root)
+    for k, split in enumerate(fold_patients(patients, 2, 2022)):
+        torch.manual_seed(k)
+        MurmurModel(MurmurConfig()).save(tmp_path / "cv" / f"model{k}")
+        rows = [OOFPatient(p.patient_id, k, p.labels.murmur, [0.2, 0.1, 0.7], "Absent")
+                for p in patients if p.patient_id in split.val]
+        save_fold(tmp_path / "cv" / f"fold{k}.json", rows, {"minutes": 0.1})
+    base = ["eval", "familiarity-cv", "--cv", str(tmp_path / "cv"), "--circor-root", str(synth_root),
+            "--cache-dir", str(tmp_path / "cache")]
+    results = {}
+    for percentile in ("50", "99"):
+        out = tmp_path / f"gate{percentile}.json"
+        run = CliRunner().invoke(app, [*base, "--percentile", percentile, "--out", str(out)])
+        assert run.exit_code == 0, run.output
+        assert "| own | with gate |" in run.output
+        results[percentile] = json.loads(out.read_text())["folds"]
+    for folds in results.values():
+        assert set(folds) == {"0", "1"}
+        for f in folds.values():
+            # Every call was Absent: the gate can only have turned some into Unknown.
+            assert f["own"]["calls_changed"] == f["unfamiliar"]
+    gated = {p: sum(f["unfamiliar"] for f in folds.values()) for p, folds in results.items()}
+    assert gated["50"] > 0 and gated["50"] >= gated["99"]
+    assert results["50"]["0"]["threshold"] < results["99"]["0"]["threshold"]
+    missing = CliRunner().invoke(app, ["eval", "familiarity-cv", "--cv", str(tmp_path / "nothing"),
+                                       "--circor-root", str(synth_root)])
+    assert missing.exit_code != 0 and "no finished folds" in str(missing.exception)
