@@ -24,6 +24,8 @@ def classifier_cv(
     whisper_seconds: Annotated[Optional[float], typer.Option(
         help="whisper-lp: encode only the centre this many seconds of each recording.")] = 10.0,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
+    plot: Annotated[Optional[Path], typer.Option(help="Write the reliability and per-fold figure (PNG) here.")]
+    = None,
 ) -> None:
     """5-fold cross-validation of the murmur recipes on every labelled patient: macro AUROC, W.acc, UAR and ECE
     (mean ± std over folds), and the systolic features against the majority baseline."""
@@ -34,7 +36,7 @@ def classifier_cv(
 
     from assistant.errors import MurmurScopeError
     from eval.cross_validation import CVConfig, patients_and_folds
-    from eval.cv_report import cost_lines, feature_markdown, murmur_markdown, murmur_rows, recipes
+    from eval.cv_report import cost_lines, feature_markdown, murmur_markdown, murmur_rows, plot_cv, recipes
 
     bad = [r for r in recipe or [] if r not in RECIPES]
     if bad:
@@ -66,3 +68,5 @@ def classifier_cv(
     console.print(murmur_markdown(murmur_rows(found, cv)) + "\n", highlight=False)
     console.print(feature_markdown(found, patients, splits) + "\n", highlight=False)
     console.print(cost_lines(found), highlight=False)
+    if plot is not None:
+        console.print(f"wrote {plot_cv(found, plot)}", highlight=False)

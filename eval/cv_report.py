@@ -87,3 +87,47 @@ def cost_lines(found: dict[str, tuple[list[OOFPatient], dict]]) -> str:
                    for i in infos.values()]
         lines.append(f"- {name}: {len(infos)} folds, {np.nansum(minutes):.1f} min in all")
     return "\n".join(lines)
+
+
+def plot_cv(found: dict[str, tuple[list[OOFPatient], dict]], path: Path) -> Path:
+    """Left: pooled OOF reliability of each recipe's own and recalibrated probabilities. Right: each fold's
+    W.acc and UAR under every decision rule, so the spread the ± hides is visible."""
+    from assistant.data.labels import MURMUR_CLASSES
+    from eval.metrics import calibration_bins
+    from eval.report import _plt
+
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.plot([0, 1], [0, 1], "--", color="gray", lw=1, label="perfect calibration")
+    labels = []
+    for i, (name, (oof, _)) in enumerate(found.items()):
+        versions = [("own", oof)] + ([("recalibrated", recalibrated(oof))] if len({r.fold for r in oof}) > 1 else [])
+        for style, (rule, rows) in zip(("-o", ":s"), versions):
+            cal = calibration_bins([r.murmur for r in rows], np.array([r.probabilities for r in rows]), MURMUR_CLASSES)
+            b = cal["bins"]
+            left.plot([x["confidence"] for x in b], [x["accuracy"] for x in b], style, color=f"C{i}", ms=4,
+                      label=f"{name} {rule} (ECE {cal['ece']:.3f})")
+        for rule in DECISION_RULES:
+            if rule in ("balanced", "recalibrated") and len({r.fold for r in oof}) < 2:
+                continue
+            per_fold = murmur_table(recalibrated(oof), None) if rule == "recalibrated" else murmur_table(oof, rule)
+            x = len(labels)
+            labels.append(f"{name}\n{rule or 'own'}")
+            right.scatter([x - 0.1] * len(per_fold), [f["wacc"] for f in per_fold.values()], color="C0", s=12)
+            right.scatter([x + 0.1] * len(per_fold), [f["uar"] for f in per_fold.values()], color="C1", s=12)
+    left.set_xlim(0, 1), left.set_ylim(0, 1)
+    left.set_xlabel("top-class confidence (out of fold)"), left.set_ylabel("accuracy")
+    left.legend(fontsize=6, loc="upper left")
+    right.scatter([], [], color="C0", s=12, label="W.acc per fold")
+    right.scatter([], [], color="C1", s=12, label="UAR per fold")
+    right.set_xticks(range(len(labels)), labels, fontsize=5, rotation=60, ha="right")
+    right.set_ylim(0.4, 1.0)
+    right.axhline(0.83, color="C0", lw=0.8, ls="--")
+    right.axhline(0.78, color="C1", lw=0.8, ls="--")
+    right.legend(fontsize=7, loc="lower right")
+    right.set_title("dashed: the issue's targets (W.acc 0.83, UAR 0.78)", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path

@@ -109,7 +109,9 @@ def test_cv_command_prints_the_tables_from_fold_files_and_refuses_bad_input(synt
     for k, split in enumerate(fold_patients(patients, 2, 2022)):
         rows = [_row(p.patient_id, k, p.labels.murmur, [0.6, 0.2, 0.2]) for p in patients if p.patient_id in split.val]
         save_fold(tmp_path / "always-present" / f"fold{k}.json", rows, {"minutes": 0.5})
-    result = CliRunner().invoke(app, base)
+    result = CliRunner().invoke(app, [*base, "--plot", str(tmp_path / "cv.png")])
     assert result.exit_code == 0, result.output
     assert "| always-present | own | 2/2 |" in result.output
+    assert "| always-present | recalibrated | 2/2 |" in result.output
+    assert (tmp_path / "cv.png").read_bytes()[:4] == b"\x89PNG"
     assert "always-present: 2 folds, 1.0 min in all" in result.output
