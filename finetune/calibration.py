@@ -59,11 +59,11 @@ def decision_score(truth: list[str], calls: list[str]) -> float:
 
 def fit_recalibration(probs: np.ndarray, truth: list[str], l2: float = 1e-3) -> Recalibration:
     scale, bias = fit_vector_scaling(probs, truth, l2)
-    calibrated = Recalibration(tuple(scale), tuple(bias))
+    calibrated = Recalibration(tuple(map(float, scale)), tuple(map(float, bias)))
     p = calibrated.log_probabilities(torch.from_numpy(np.log(np.clip(probs, 1e-8, 1.0)))).exp()
     best = None
     for power in WEIGHT_POWERS:
-        weights = tuple(CHALLENGE_WEIGHTS ** power)
+        weights = tuple(map(float, CHALLENGE_WEIGHTS ** power))
         calls = [MURMUR_CLASSES[j] for j in replace(calibrated, decision_weights=weights).decide(p).tolist()]
         score = decision_score(truth, calls)
         if best is None or score > best[0] + 1e-12:  # ties keep the smaller power: the plainer rule
