@@ -23,6 +23,7 @@ from eval.metrics import uar, weighted_accuracy
 class FamiliarityCVConfig:
     cv: Path = field(metadata={"help": "A recipe's cross-validation folder with its fold models (model<k>)."})
     circor_root: Path = field(metadata={"help": "The labelled CirCor folder the cross-validation ran on."})
+    folds: int = field(default=5, metadata={"help": "Folds of that cross-validation (its --cv)."})
     percentile: float = field(default=99.0, metadata={"help": "Threshold percentile, as `finetune familiarity`."})
     cache_dir: Path = field(default=Path("build/familiarity"), metadata={"help": "Embedding cache."})
     threads: int = field(default=1, metadata={"help": "torch CPU threads."})
@@ -44,8 +45,7 @@ def run(config: FamiliarityCVConfig, progress: bool = True) -> dict:
     if not rows:
         raise MurmurScopeError(f"{config.cv}: no finished folds (run `murmurscope eval classifier-cv` first)")
     folds = by_fold(rows)
-    n_folds = max(folds) + 1
-    _, splits = patients_and_folds(CVConfig(config.circor_root, folds=max(n_folds, 2)))
+    _, splits = patients_and_folds(CVConfig(config.circor_root, folds=config.folds))
     patients = {p.patient_id: p for p in read_folder(config.circor_root)}
     calls = {"own": {r.patient_id: r.call for r in rows},
              "recalibrated": {r.patient_id: r.call for r in recalibrated(rows)} if len(folds) > 1 else {}}
@@ -55,6 +55,9 @@ def run(config: FamiliarityCVConfig, progress: bool = True) -> dict:
         if not (model_dir / "murmur.safetensors").is_file():
             raise MurmurScopeError(f"{model_dir}: the fold model is missing; rerun `eval classifier-cv`")
         train_ids, held_ids = set(splits[k].train), {r.patient_id for r in fold_rows}
+        if k >= config.folds or held_ids != set(splits[k].val):
+            raise MurmurScopeError(f"{config.cv}: fold {k} does not hold the patients of a {config.folds}-fold split "
+                                   f"of {config.circor_root}; pass the cross-validation's --folds")
         emb = circor_embeddings(config.circor_root, model_dir, config.cache_dir, train_ids | held_ids, progress)
         name_of = {ref.name: pid for pid in train_ids | held_ids for ref in patients[pid].recordings}
         x = np.stack([v for n, v in emb.items() if name_of[n] in train_ids])

@@ -142,6 +142,9 @@ def test_the_gate_under_cross_validation_is_fitted_per_fold_and_only_turns_calls
         save_fold(tmp_path / "cv" / f"fold{k}.json", rows, {"minutes": 0.1})
     base = ["eval", "familiarity-cv", "--cv", str(tmp_path / "cv"), "--circor-root", str(synth_root),
             "--cache-dir", str(tmp_path / "cache")]
+    wrong = CliRunner().invoke(app, [*base, "--folds", "3"])
+    assert wrong.exit_code != 0 and "does not hold the patients" in str(wrong.exception)
+    base += ["--folds", "2"]
     results = {}
     for percentile in ("50", "99"):
         out = tmp_path / f"gate{percentile}.json"
