@@ -65,6 +65,11 @@ def _ref(full_url: str) -> dict:
     return {"reference": full_url}
 
 
+def _absent(why: str) -> dict:
+    return {"dataAbsentReason": {"coding": [{"system": DATA_ABSENT, "code": "unknown", "display": "Unknown"}],
+                                 "text": why}}
+
+
 def _call_value(call: str) -> dict:
     return _concept(CALL_VALUES[call], own(f"murmur-{call}", call), text=call)
 
@@ -122,9 +127,7 @@ def bundle_dict(report: ReportInput, pdf: bytes | None = None) -> dict:
             hr_value = {"valueQuantity": {"value": s.heart_rate, "unit": "beats/minute", "system": UCUM,
                                           "code": "/min"}}
         else:
-            hr_value = {"dataAbsentReason": {"coding": [{"system": DATA_ABSENT, "code": "unknown",
-                                                         "display": "Unknown"}],
-                                             "text": f"not determinable: {s.message}"}}
+            hr_value = _absent(f"not determinable: {s.message}")
         observations.append(entries.add({
             **common, "code": _concept(HEART_RATE), **hr_value, **site, "derivedFrom": [_ref(m)],
             "component": [{"code": _concept(own("heart-rate-confidence", "Heart rate confidence")),
@@ -203,9 +206,8 @@ def _audio_llm_observations(report: ReportInput, entries: _Entries, common: dict
     out = []
     for row in audio_llm_rows(report.findings):
         if row.key == MURMUR_QUESTION:
-            value = {"valueCodeableConcept": _call_value(row.audio_llm)} if row.audio_llm else {
-                "dataAbsentReason": {"coding": [{"system": DATA_ABSENT, "code": "unknown", "display": "Unknown"}],
-                                     "text": row.audio_llm_text}}
+            value = {"valueCodeableConcept": _call_value(row.audio_llm)} if row.audio_llm else \
+                _absent(row.audio_llm_text)
             out.append(entries.add({**opinion, "code": _concept(HEART_MURMUR, text="Heart murmur"), **value}))
         elif row.audio_llm is not None:
             out.append(entries.add({**opinion, "code": _feature_code(row.key),
