@@ -60,6 +60,28 @@ def vllm_state_dict(model) -> dict:
     return tensors
 
 
+def weights_dtype(tensors: dict):
+    """The floating-point dtype of the written weights: the one holding most of their elements (all of them
+    when the model was cast with `.to(dtype)`, as `finetune sft --export-dtype` does)."""
+    sizes: dict = {}
+    for t in tensors.values():
+        if t.is_floating_point():
+            sizes[t.dtype] = sizes.get(t.dtype, 0) + t.numel()
+    if not sizes:
+        raise ExportError("the model has no floating-point weights to export")
+    return max(sizes, key=sizes.get)
+
+
+def state_dtype(config, dtype) -> None:
+    """Make the config (and its audio and text sub-configs) name `dtype`: `.to()` casts the weights but leaves
+    the config's `dtype` as loaded, and vLLM's `--dtype auto` and transformers' loading read that field."""
+    config.dtype = dtype
+    for name in getattr(config, "sub_configs", {}):
+        sub = getattr(config, name, None)
+        if sub is not None:
+            sub.dtype = dtype
+
+
 def export_for_vllm(model, processor, out: Path) -> Path:
     """Config, generation config, processor and safetensors shards (with index) in vLLM's layout."""
     from huggingface_hub import split_torch_state_dict_into_shards
@@ -82,6 +104,7 @@ def export_for_vllm(model, processor, out: Path) -> Path:
         # it to the embeddings and so compute different logits: say what the weights are.
         text_config.tie_word_embeddings = False
     model.config.architectures = ["Qwen2AudioForConditionalGeneration"]
+    state_dtype(model.config, weights_dtype(tensors))
     model.config.save_pretrained(out)
     if model.generation_config is not None:
         model.generation_config.save_pretrained(out)

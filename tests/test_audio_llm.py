@@ -244,6 +244,27 @@ def test_merge_refuses_a_folder_without_adapter(tiny_model_dir, tmp_path):
         merge_adapter(str(tiny_model_dir), tmp_path, tmp_path / "out")
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_export_config_names_the_dtype_of_its_weights(tiny_model_dir, tmp_path, dtype):
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    from finetune.export import export_for_vllm
+
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    assert model.config.dtype == torch.float32  # as loaded: the cast below is what the config must follow
+    out = export_for_vllm(model.to(getattr(torch, dtype)), AutoProcessor.from_pretrained(tiny_model_dir),
+                          tmp_path / "out")
+    f = safe_open(str(out / "model.safetensors"), "pt")
+    assert {f.get_slice(k).get_dtype() for k in f.keys()} == {{"float16": "F16", "bfloat16": "BF16"}[dtype]}
+    config = json.loads((out / "config.json").read_text())
+    assert config["dtype"] == config["audio_config"]["dtype"] == config["text_config"]["dtype"] == dtype
+    # transformers loads it in the dtype the config states, which is now that of the weights.
+    reloaded = Qwen2AudioForConditionalGeneration.from_pretrained(out)
+    assert {p.dtype for p in reloaded.parameters()} == {getattr(torch, dtype)}
+
+
 def test_vllm_key_renaming():
     from finetune.export import ExportError, vllm_key
 

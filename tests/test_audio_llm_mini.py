@@ -125,6 +125,8 @@ def test_full_training_exports_float16_in_vllms_layout(mini_dir, qa_dir, tmp_pat
     f = safe_open(str(out / "model.safetensors"), "pt")
     assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
     assert any(k.startswith("audio_tower.") for k in f.keys())
+    config = json.loads((out / "config.json").read_text())  # the config states the dtype written
+    assert config["dtype"] == config["audio_config"]["dtype"] == config["text_config"]["dtype"] == "float16"
 
 
 def test_audio_llm_unreachable_leaves_the_findings_with_a_reason(analyzer, synth_recordings):

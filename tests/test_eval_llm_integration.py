@@ -56,7 +56,8 @@ def test_live_and_batch_runs_agree(tiny_llm):
                             "-o", str(replies), "--model", str(model), "--served-model-name", "tiny",
                             "--allowed-local-media-path", str(requests.parent / "requests.jsonl.audio"),
                             "--max-model-len", "2048", "--enforce-eager", "--limit-mm-per-prompt", '{"audio": 1}'],
-                           capture_output=True, text=True, timeout=900)
+                           # The live server's environment, so run-batch resamples with the launcher's setting.
+                           env=config.environment(), capture_output=True, text=True, timeout=900)
     assert batch.returncode == 0, batch.stderr[-3000:]
     lines = [json.loads(x) for x in replies.read_text().splitlines()]
     assert len(lines) == 4 * 12 and all(x["response"]["status_code"] == 200 for x in lines)

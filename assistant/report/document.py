@@ -65,7 +65,11 @@ def report_input(findings: Findings, recordings: Sequence[Recording], versions: 
     renamed = {r.id: f"rec{k}" for k, r in enumerate(findings.recordings, 1)}
     recs = [r.model_copy(update={"id": renamed[r.id]}) for r in findings.recordings]
     warnings = [_rename(w, {**renamed, findings.patient_id: ANONYMOUS}) for w in findings.warnings]
-    clean = findings.model_copy(update={"patient_id": ANONYMOUS, "recordings": recs, "warnings": warnings})
+    update = {"patient_id": ANONYMOUS, "recordings": recs, "warnings": warnings}
+    if findings.audio_llm is not None:  # its raw answers are keyed by recording id too
+        update["audio_llm"] = findings.audio_llm.model_copy(update={
+            "answers": {renamed.get(rid, rid): a for rid, a in findings.audio_llm.answers.items()}})
+    clean = findings.model_copy(update=update)
     return ReportInput(clean, list(recordings), False, versions, **extra)
 
 

@@ -1,6 +1,8 @@
 """One analysis as a FHIR R4 `Bundle` (type collection): a `DiagnosticReport` with the PDF as its
 `presentedForm`, one `Observation` per finding, a `Media` per recording (its site and duration; no
-audio and no file name) and a `Device` carrying the weights fingerprints.
+audio and no file name) and a `Device` carrying the weights fingerprints. When an audio-LLM was asked, its
+voted answers are Observations of their own, coded as the classifier's, with `method` audio-llm and a second
+`Device` naming the served model, so nothing reads them as the classifier's.
 
 Built and validated with fhir.resources' R4B models: fhir.resources 8 has no R4 package, and R4B (4.3.0)
 changed only medication-definition, evidence and subscription resources (hl7.org/fhir/R4B/history.html);
@@ -19,6 +21,7 @@ from fhir.resources.R4B.bundle import Bundle
 
 from assistant import __version__
 from assistant.consult.findings import DISCLAIMER
+from assistant.consult.report import AUDIO_LLM_CAVEAT, MURMUR_QUESTION, audio_llm_rows, audio_llm_unavailable
 from assistant.data.labels import HEADER_KEYS, MURMUR_CLASSES
 from assistant.report.document import ReportInput
 from assistant.report.pdf import pct
@@ -60,6 +63,24 @@ def _probability(value: float) -> dict:
 
 def _ref(full_url: str) -> dict:
     return {"reference": full_url}
+
+
+def _absent(why: str) -> dict:
+    return {"dataAbsentReason": {"coding": [{"system": DATA_ABSENT, "code": "unknown", "display": "Unknown"}],
+                                 "text": why}}
+
+
+def _call_value(call: str) -> dict:
+    return _concept(CALL_VALUES[call], own(f"murmur-{call}", call), text=call)
+
+
+def _feature_code(name: str) -> dict:
+    codes = [own(f"feature-{name}", HEADER_KEYS[name])] + ([MURMUR_GRADE] if name.endswith("grading") else [])
+    return _concept(*codes, text=HEADER_KEYS[name])
+
+
+def _feature_value(name: str, label: str) -> dict:
+    return _concept(own(f"{name}.{label}", label), text=label)
 
 
 class _Entries:
@@ -106,9 +127,7 @@ def bundle_dict(report: ReportInput, pdf: bytes | None = None) -> dict:
             hr_value = {"valueQuantity": {"value": s.heart_rate, "unit": "beats/minute", "system": UCUM,
                                           "code": "/min"}}
         else:
-            hr_value = {"dataAbsentReason": {"coding": [{"system": DATA_ABSENT, "code": "unknown",
-                                                         "display": "Unknown"}],
-                                             "text": f"not determinable: {s.message}"}}
+            hr_value = _absent(f"not determinable: {s.message}")
         observations.append(entries.add({
             **common, "code": _concept(HEART_RATE), **hr_value, **site, "derivedFrom": [_ref(m)],
             "component": [{"code": _concept(own("heart-rate-confidence", "Heart rate confidence")),
@@ -134,17 +153,15 @@ def bundle_dict(report: ReportInput, pdf: bytes | None = None) -> dict:
         if f.murmur == "Unknown" else {}
     murmur = entries.add({
         **common, "code": _concept(HEART_MURMUR, text="Heart murmur"),
-        "valueCodeableConcept": _concept(CALL_VALUES[f.murmur], own(f"murmur-{f.murmur}", f.murmur), text=f.murmur),
+        "valueCodeableConcept": _call_value(f.murmur),
         "method": _concept(own("murmur-model", "MurmurScope murmur model on phonocardiograms")),
         "derivedFrom": [_ref(m) for m in media], "component": _class_components(f.probabilities), **undetermined})
     observations.insert(0, murmur)
     for name, ft in f.features.items():
         if ft.label is None:  # only described features are findings; the rest are not determinable
             continue
-        codes = [own(f"feature-{name}", HEADER_KEYS[name])] + ([MURMUR_GRADE] if name.endswith("grading") else [])
         observations.append(entries.add({
-            **common, "code": _concept(*codes, text=HEADER_KEYS[name]),
-            "valueCodeableConcept": _concept(own(f"{name}.{ft.label}", ft.label), text=ft.label),
+            **common, "code": _feature_code(name), "valueCodeableConcept": _feature_value(name, ft.label),
             "derivedFrom": [_ref(murmur)],
             "component": [{"code": _concept(own(f"{name}.{v}", v), text=f"P({v})"), "valueQuantity": _probability(p)}
                           for v, p in ft.probabilities.items()]
@@ -152,9 +169,13 @@ def bundle_dict(report: ReportInput, pdf: bytes | None = None) -> dict:
                 "valueBoolean": ft.low_confidence},
                {"code": _concept(own("training-examples", "Training examples")), "valueInteger": ft.n_train}]}))
 
+    if f.audio_llm is not None and not f.audio_llm.error:
+        observations += _audio_llm_observations(report, entries, {**common, "derivedFrom": [_ref(m) for m in media]})
+    unavailable = [audio_llm_unavailable(f.audio_llm)] if f.audio_llm is not None and f.audio_llm.error else []
+
     probs = ", ".join(f"{c} {pct(f.probabilities.get(c, 0.0))}" for c in MURMUR_CLASSES)
     conclusion = " ".join([f"Murmur: {f.murmur} ({probs}); signal quality {f.signal_quality:.3f}.",
-                           *[f"Warning: {w}." for w in f.warnings], f.disclaimer or DISCLAIMER])
+                           *[f"Warning: {w}." for w in f.warnings], *unavailable, f.disclaimer or DISCLAIMER])
     report_resource = {
         "resourceType": "DiagnosticReport", "status": "preliminary",
         "code": _concept(own("murmur-analysis", "MurmurScope heart-murmur analysis of phonocardiograms")),
@@ -170,6 +191,28 @@ def bundle_dict(report: ReportInput, pdf: bytes | None = None) -> dict:
     entries.add(report_resource, first=True)
     return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "collection", "timestamp": when,
             "entry": entries.items}
+
+
+def _audio_llm_observations(report: ReportInput, entries: _Entries, common: dict) -> list[str]:
+    """The audio-LLM's voted answers (the rows every format shows): its murmur call always, with a data-absent
+    reason when no answer was valid, and each feature it named. Its own Device, since it is not MurmurScope's
+    weights: a served model known here by its name only."""
+    a = report.findings.audio_llm
+    device = entries.add({"resourceType": "Device", "status": "active",
+                          "deviceName": [{"name": a.model, "type": "model-name"}],
+                          "type": {"text": "audio language model (served)"}})
+    opinion = {**common, "device": _ref(device), "note": [{"text": AUDIO_LLM_CAVEAT}],
+               "method": _concept(own("audio-llm", "Audio language model second opinion, voted over the recordings"))}
+    out = []
+    for row in audio_llm_rows(report.findings):
+        if row.key == MURMUR_QUESTION:
+            value = {"valueCodeableConcept": _call_value(row.audio_llm)} if row.audio_llm else \
+                _absent(row.audio_llm_text)
+            out.append(entries.add({**opinion, "code": _concept(HEART_MURMUR, text="Heart murmur"), **value}))
+        elif row.audio_llm is not None:
+            out.append(entries.add({**opinion, "code": _feature_code(row.key),
+                                    "valueCodeableConcept": _feature_value(row.key, row.audio_llm)}))
+    return out
 
 
 def _class_components(probabilities: dict[str, float]) -> list[dict]:

@@ -21,6 +21,7 @@ from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate
 
 from assistant import __version__
 from assistant.consult.findings import FeatureFinding, Findings
+from assistant.consult.report import AUDIO_LLM_CAVEAT, audio_llm_heading, audio_llm_rows, audio_llm_unavailable
 from assistant.data.labels import MURMUR_CLASSES
 from assistant.report.document import ReportInput
 
@@ -103,6 +104,19 @@ def _figure(rec, seg, width: float) -> Image:
     return Image(buf, width=width, height=width * h_in / w_in)
 
 
+def _audio_llm_section(f: Findings, width: float, st: dict[str, ParagraphStyle]) -> list:
+    """The audio-LLM's voted answers beside the classifier's (the rows the Markdown shows), or why there are none."""
+    a = f.audio_llm
+    if a.error:
+        return [Paragraph("Audio-LLM second opinion", st["h2"]),
+                Paragraph(escape(audio_llm_unavailable(a)), st["body"])]
+    rows = [["question", "classifier", "audio-LLM (voted)"]]
+    rows += [[r.question, r.classifier, r.audio_llm_text] for r in audio_llm_rows(f)]
+    return [Paragraph(escape(audio_llm_heading(a)), st["h2"]),
+            _table(rows, [w * width for w in (0.34, 0.33, 0.33)], st),
+            Spacer(1, 3), Paragraph(escape(AUDIO_LLM_CAVEAT), st["note"])]
+
+
 def report_pdf(report: ReportInput) -> bytes:
     """The report as PDF bytes (A4)."""
     _fonts()
@@ -147,6 +161,9 @@ def report_pdf(report: ReportInput) -> bytes:
             conf = f"low (trained on {ft.n_train} murmurs)" if ft.low_confidence else "ok"
             rows.append([name.replace("_", " "), feature_value_text(f, name, ft), p, every, conf if ft.label else "-"])
         story.append(_table(rows, [w * width for w in (0.18, 0.2, 0.12, 0.32, 0.18)], st))
+
+    if f.audio_llm is not None:
+        story += _audio_llm_section(f, width, st)
 
     story.append(Paragraph("Segmentation and spectrogram", st["h2"]))
     story.append(Paragraph("Per recording, the first 6 s: waveform with S1 (red), systole (orange), S2 (blue) and "
