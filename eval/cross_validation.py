@@ -144,7 +144,7 @@ def murmur_table(rows: list[OOFPatient], rule: str | None = None) -> dict[int, d
     return out
 
 
-def recalibrated(rows: list[OOFPatient], l2: float = 1e-3) -> list[OOFPatient]:
+def recalibrated(rows: list[OOFPatient], mode: str = "temperature", l2: float = 1e-3) -> list[OOFPatient]:
     """Each fold's rows with probabilities and calls from a `Recalibration` fitted on the other folds' rows
     only, so the held-out fold's labels never reach the fit: the honest score of `finetune calibrate`."""
     import torch
@@ -154,7 +154,8 @@ def recalibrated(rows: list[OOFPatient], l2: float = 1e-3) -> list[OOFPatient]:
     out = []
     for k, fold_rows in by_fold(rows).items():
         others = [r for r in rows if r.fold != k]
-        recalibration = fit_recalibration(np.array([r.probabilities for r in others]), [r.murmur for r in others], l2)
+        recalibration = fit_recalibration(np.array([r.probabilities for r in others]), [r.murmur for r in others],
+                                          mode, l2)
         logp = torch.from_numpy(np.log(np.clip(np.array([r.probabilities for r in fold_rows]), 1e-8, 1.0)))
         probs = recalibration.log_probabilities(logp).exp()
         calls = recalibration.decide(probs).tolist()

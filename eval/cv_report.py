@@ -18,8 +18,18 @@ from eval.cross_validation import (
     summarise,
 )
 
-# None: the recipe's own calls; "recalibrated": `finetune calibrate` fitted on the other folds (nested).
-DECISION_RULES = (None, "argmax", "cost", "balanced", "recalibrated")
+# None: the recipe's own calls; "oof-<mode>": `finetune calibrate --mode <mode>` fitted on the other folds.
+DECISION_RULES = (None, "argmax", "cost", "balanced", "oof-temperature", "oof-vector")
+
+
+def _nested(rule: str | None) -> bool:
+    return rule == "balanced" or (rule or "").startswith("oof-")
+
+
+def rule_table(oof: list[OOFPatient], rule: str | None) -> dict[int, dict[str, float]]:
+    if (rule or "").startswith("oof-"):
+        return murmur_table(recalibrated(oof, rule.removeprefix("oof-")), None)
+    return murmur_table(oof, rule)
 METRICS = ("auroc", "wacc", "uar", "ece", "recall_Present", "recall_Unknown", "recall_Absent")
 
 
@@ -41,9 +51,9 @@ def murmur_rows(found: dict[str, tuple[list[OOFPatient], dict]], n_folds: int) -
     rows = []
     for name, (oof, _) in found.items():
         for rule in DECISION_RULES:
-            if rule in ("balanced", "recalibrated") and len({r.fold for r in oof}) < 2:
+            if _nested(rule) and len({r.fold for r in oof}) < 2:
                 continue  # its prior or its fit comes from the other folds' patients
-            per_fold = murmur_table(recalibrated(oof), None) if rule == "recalibrated" else murmur_table(oof, rule)
+            per_fold = rule_table(oof, rule)
             s = summarise(per_fold)
             rows.append({"recipe": name, "rule": rule or "own", "folds": f"{len(per_fold)}/{n_folds}",
                          **{m: s[m] for m in METRICS}})
@@ -101,16 +111,18 @@ def plot_cv(found: dict[str, tuple[list[OOFPatient], dict]], path: Path) -> Path
     left.plot([0, 1], [0, 1], "--", color="gray", lw=1, label="perfect calibration")
     labels = []
     for i, (name, (oof, _)) in enumerate(found.items()):
-        versions = [("own", oof)] + ([("recalibrated", recalibrated(oof))] if len({r.fold for r in oof}) > 1 else [])
-        for style, (rule, rows) in zip(("-o", ":s"), versions):
+        nested = len({r.fold for r in oof}) > 1
+        versions = [("own", oof)] + ([(f"oof-{m}", recalibrated(oof, m)) for m in ("temperature", "vector")]
+                                     if nested else [])
+        for style, (rule, rows) in zip(("-o", ":s", "--^"), versions):
             cal = calibration_bins([r.murmur for r in rows], np.array([r.probabilities for r in rows]), MURMUR_CLASSES)
             b = cal["bins"]
             left.plot([x["confidence"] for x in b], [x["accuracy"] for x in b], style, color=f"C{i}", ms=4,
                       label=f"{name} {rule} (ECE {cal['ece']:.3f})")
         for rule in DECISION_RULES:
-            if rule in ("balanced", "recalibrated") and len({r.fold for r in oof}) < 2:
+            if _nested(rule) and not nested:
                 continue
-            per_fold = murmur_table(recalibrated(oof), None) if rule == "recalibrated" else murmur_table(oof, rule)
+            per_fold = rule_table(oof, rule)
             x = len(labels)
             labels.append(f"{name}\n{rule or 'own'}")
             right.scatter([x - 0.1] * len(per_fold), [f["wacc"] for f in per_fold.values()], color="C0", s=12)

@@ -5,7 +5,7 @@ For each fold of a murmur recipe's cross-validation (`eval classifier-cv`), the 
 patients, and applied to the held-out patients: a patient whose recordings are mostly beyond the
 threshold is called Unknown. The murmur W.acc and UAR of the out-of-fold calls with and without it are
 the issue's home check (robustness must not be bought with accuracy at home), for the recipe's own
-calls and for the nested recalibration's.
+calls and for the nested vector recalibration's (the temperature changes no call).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def run(config: FamiliarityCVConfig, progress: bool = True) -> dict:
     _, splits = patients_and_folds(CVConfig(config.circor_root, folds=config.folds))
     patients = {p.patient_id: p for p in read_folder(config.circor_root)}
     calls = {"own": {r.patient_id: r.call for r in rows},
-             "recalibrated": {r.patient_id: r.call for r in recalibrated(rows)} if len(folds) > 1 else {}}
+             "oof-vector": {r.patient_id: r.call for r in recalibrated(rows, "vector")} if len(folds) > 1 else {}}
     per_fold, gated = {}, {}
     for k, fold_rows in folds.items():
         model_dir = config.cv / f"model{k}"
@@ -84,7 +84,7 @@ def _spread(values: list[float]) -> str:
 def markdown(result: dict) -> str:
     lines = ["| decision | gate | W.acc | UAR | calls changed | patients gated |", "|---|---|---|---|---|---|"]
     folds = result["folds"].values()
-    for rule in ("own", "recalibrated"):
+    for rule in ("own", "oof-vector"):
         if not all(rule in f for f in folds):
             continue
         for which in ("without_gate", "with_gate"):

@@ -53,7 +53,7 @@ def test_decision_weights_follow_the_challenge_cost():
     # Calibrated probabilities: argmax already maximises accuracy, but weighted accuracy (Present x5,
     # Unknown x3) and UAR reward leaning towards the rarer, costlier classes.
     _, truth, calibrated = _shifted(3000, 1, shift=(0.0, 0.0, 0.0))
-    r = fit_recalibration(calibrated, truth)
+    r = fit_recalibration(calibrated, truth, "vector")
     assert r.decision_weights[0] > r.decision_weights[1] > r.decision_weights[2]
     assert r.decision_weights[2] == pytest.approx(1.0)
 
@@ -66,13 +66,28 @@ def _rows(n_folds: int = 3, per_fold: int = 400) -> list[OOFPatient]:
 
 def test_nested_recalibration_never_sees_the_held_out_labels():
     rows = _rows()
-    out = recalibrated(rows)
+    out = recalibrated(rows, "vector")
     assert [r.patient_id for r in out] == [r.patient_id for r in rows]
     flipped = [r if r.fold != 0 else OOFPatient(r.patient_id, 0, "Absent", r.probabilities, r.call) for r in rows]
-    again = recalibrated(flipped)
+    again = recalibrated(flipped, "vector")
     fold0 = [(a.probabilities, a.call) for a in out if a.fold == 0]
     assert fold0 == [(a.probabilities, a.call) for a in again if a.fold == 0]  # fold 0's labels unused
     assert murmur_scores(out)["ece"] < murmur_scores(rows)["ece"]
+
+
+def test_temperature_mode_changes_confidence_never_a_call():
+    rows = _rows()
+    # Over-confident: the same ranking, sharper.
+    sharp = [OOFPatient(r.patient_id, r.fold, r.murmur, list(np.array(r.probabilities) ** 3 / np.sum(
+        np.array(r.probabilities) ** 3)), r.call) for r in rows]
+    r = fit_recalibration(np.array([x.probabilities for x in sharp]), [x.murmur for x in sharp], "temperature")
+    assert len(set(r.scale)) == 1 and r.scale[0] < 0.6 and r.bias == (0.0, 0.0, 0.0)
+    assert r.decision_weights == (1.0, 1.0, 1.0)
+    out = recalibrated(sharp, "temperature")
+    assert [a.call for a in out] == [a.call for a in sharp]
+    assert murmur_scores(out)["ece"] < murmur_scores(sharp)["ece"]
+    with pytest.raises(Exception, match="--mode"):
+        fit_recalibration(np.array([x.probabilities for x in sharp]), [x.murmur for x in sharp], "platt")
 
 
 def test_calibrate_command_writes_a_new_model_and_predictions_use_it(tmp_path, synth_root):
@@ -88,13 +103,15 @@ def test_calibrate_command_writes_a_new_model_and_predictions_use_it(tmp_path, s
         save_fold(tmp_path / "cv" / f"fold{k}.json", [r for r in rows if r.fold == k], {"minutes": 0.1})
     torch.manual_seed(0)
     MurmurModel(MurmurConfig()).save(tmp_path / "model")
-    base = ["finetune", "calibrate", "--cv", str(tmp_path / "cv"), "--model", str(tmp_path / "model")]
+    base = ["finetune", "calibrate", "--cv", str(tmp_path / "cv"), "--model", str(tmp_path / "model"), "--mode",
+            "vector"]
     result = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "calibrated")])
     assert result.exit_code == 0, result.output
     assert "decision weights" in result.output
     saved = json.loads((tmp_path / "calibrated" / "murmur.json").read_text())["recalibration"]
     fitted = json.loads((tmp_path / "calibrated" / "calibration.json").read_text())
     assert fitted["patients"] == 600 and fitted["folds"] == [0, 1] and saved == fitted["recalibration"]
+    assert fitted["mode"] == "vector" and len(set(saved["bias"])) > 1
     again = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "calibrated")])
     assert isinstance(again.exception, MurmurScopeError) and "not empty" in str(again.exception)
 

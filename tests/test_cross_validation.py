@@ -112,6 +112,7 @@ def test_cv_command_prints_the_tables_from_fold_files_and_refuses_bad_input(synt
     result = CliRunner().invoke(app, [*base, "--plot", str(tmp_path / "cv.png")])
     assert result.exit_code == 0, result.output
     assert "| always-present | own | 2/2 |" in result.output
-    assert "| always-present | recalibrated | 2/2 |" in result.output
+    assert "| always-present | oof-temperature | 2/2 |" in result.output
+    assert "| always-present | oof-vector | 2/2 |" in result.output
     assert (tmp_path / "cv.png").read_bytes()[:4] == b"\x89PNG"
     assert "always-present: 2 folds, 1.0 min in all" in result.output
