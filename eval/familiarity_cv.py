@@ -4,8 +4,7 @@ For each fold of a murmur recipe's cross-validation (`eval classifier-cv`), the 
 `finetune familiarity` fits the shipped one, on the fold model's embeddings of that fold's training
 patients, and applied to the held-out patients: a patient whose recordings are mostly beyond the
 threshold is called Unknown. The murmur W.acc and UAR of the out-of-fold calls with and without it are
-the issue's home check (robustness must not be bought with accuracy at home), for the recipe's own
-calls and for the nested vector recalibration's (the temperature changes no call).
+the issue's home check (robustness must not be bought with accuracy at home).
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ def run(config: FamiliarityCVConfig, progress: bool = True) -> dict:
     import torch
 
     from assistant.data.circor import read_folder
-    from eval.cross_validation import CVConfig, by_fold, load_recipe, patients_and_folds, recalibrated
+    from eval.cross_validation import CVConfig, by_fold, load_recipe, patients_and_folds
     from finetune.familiarity import circor_embeddings, fit_familiarity
 
     torch.set_num_threads(config.threads)
@@ -47,8 +46,7 @@ def run(config: FamiliarityCVConfig, progress: bool = True) -> dict:
     folds = by_fold(rows)
     _, splits = patients_and_folds(CVConfig(config.circor_root, folds=config.folds))
     patients = {p.patient_id: p for p in read_folder(config.circor_root)}
-    calls = {"own": {r.patient_id: r.call for r in rows},
-             "oof-vector": {r.patient_id: r.call for r in recalibrated(rows, "vector")} if len(folds) > 1 else {}}
+    calls = {r.patient_id: r.call for r in rows}
     per_fold, gated = {}, {}
     for k, fold_rows in folds.items():
         model_dir = config.cv / f"model{k}"
@@ -67,13 +65,10 @@ def run(config: FamiliarityCVConfig, progress: bool = True) -> dict:
         truth = [r.murmur for r in fold_rows]
         per_fold[k] = {"threshold": gate.config.threshold, "patients": len(fold_rows),
                        "unfamiliar": sum(gated[r.patient_id] for r in fold_rows)}
-        for rule, c in calls.items():
-            if not c:
-                continue
-            before = [c[r.patient_id] for r in fold_rows]
-            after = ["Unknown" if gated[r.patient_id] else b for r, b in zip(fold_rows, before)]
-            per_fold[k][rule] = {"without_gate": _scores(truth, before), "with_gate": _scores(truth, after),
-                                 "calls_changed": sum(a != b for a, b in zip(after, before))}
+        before = [calls[r.patient_id] for r in fold_rows]
+        after = ["Unknown" if gated[r.patient_id] else b for r, b in zip(fold_rows, before)]
+        per_fold[k].update(without_gate=_scores(truth, before), with_gate=_scores(truth, after),
+                           calls_changed=sum(a != b for a, b in zip(after, before)))
     return {"recipe": config.cv.name, "folds": per_fold}
 
 
@@ -82,17 +77,13 @@ def _spread(values: list[float]) -> str:
 
 
 def markdown(result: dict) -> str:
-    lines = ["| decision | gate | W.acc | UAR | calls changed | patients gated |", "|---|---|---|---|---|---|"]
+    lines = ["| gate | W.acc | UAR | calls changed | patients gated |", "|---|---|---|---|---|"]
     folds = result["folds"].values()
-    for rule in ("own", "oof-vector"):
-        if not all(rule in f for f in folds):
-            continue
-        for which in ("without_gate", "with_gate"):
-            w = [f[rule][which]["wacc"] for f in folds]
-            u = [f[rule][which]["uar"] for f in folds]
-            changed = sum(f[rule]["calls_changed"] for f in folds) if which == "with_gate" else ""
-            gated = sum(f["unfamiliar"] for f in folds) if which == "with_gate" else ""
-            lines.append(f"| {rule} | {which.replace('_', ' ')} | {_spread(w)} | {_spread(u)} | "
-                         f"{changed} | {gated} |")
+    for which in ("without_gate", "with_gate"):
+        w = [f[which]["wacc"] for f in folds]
+        u = [f[which]["uar"] for f in folds]
+        changed = sum(f["calls_changed"] for f in folds) if which == "with_gate" else ""
+        gated = sum(f["unfamiliar"] for f in folds) if which == "with_gate" else ""
+        lines.append(f"| {which.replace('_', ' ')} | {_spread(w)} | {_spread(u)} | {changed} | {gated} |")
     thresholds = ", ".join(f"{f['threshold']:.2f}" for f in folds)
     return "\n".join(lines) + f"\n\n{result['recipe']}: {len(result['folds'])} folds; thresholds {thresholds}"

@@ -150,13 +150,13 @@ def test_the_gate_under_cross_validation_is_fitted_per_fold_and_only_turns_calls
         out = tmp_path / f"gate{percentile}.json"
         run = CliRunner().invoke(app, [*base, "--percentile", percentile, "--out", str(out)])
         assert run.exit_code == 0, run.output
-        assert "| own | with gate |" in run.output
+        assert "| with gate |" in run.output
         results[percentile] = json.loads(out.read_text())["folds"]
     for folds in results.values():
         assert set(folds) == {"0", "1"}
         for f in folds.values():
             # Every call was Absent: the gate can only have turned some into Unknown.
-            assert f["own"]["calls_changed"] == f["unfamiliar"]
+            assert f["calls_changed"] == f["unfamiliar"]
     gated = {p: sum(f["unfamiliar"] for f in folds.values()) for p, folds in results.items()}
     assert gated["50"] > 0 and gated["50"] >= gated["99"]
     assert results["50"]["0"]["threshold"] < results["99"]["0"]["threshold"]
