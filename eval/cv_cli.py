@@ -36,7 +36,15 @@ def classifier_cv(
 
     from assistant.errors import MurmurScopeError
     from eval.cross_validation import CVConfig, patients_and_folds
-    from eval.cv_report import cost_lines, feature_markdown, murmur_markdown, murmur_rows, plot_cv, recipes
+    from eval.cv_report import (
+        calibration_lines,
+        cost_lines,
+        feature_markdown,
+        murmur_markdown,
+        murmur_rows,
+        plot_cv,
+        recipes,
+    )
 
     bad = [r for r in recipe or [] if r not in RECIPES]
     if bad:
@@ -66,6 +74,7 @@ def classifier_cv(
     console.print(f"# {len(patients)} patients, {cv}-fold CV; {platform.node()} {os.cpu_count()} CPUs\n",
                   highlight=False)
     console.print(murmur_markdown(murmur_rows(found, cv)) + "\n", highlight=False)
+    console.print(calibration_lines(found) + "\n", highlight=False)
     console.print(feature_markdown(found, patients, splits) + "\n", highlight=False)
     console.print(cost_lines(found), highlight=False)
     if plot is not None:

@@ -11,6 +11,7 @@ from assistant.data.split import Split
 from eval.cross_validation import (
     SYSTOLIC_FEATURES,
     OOFPatient,
+    ece_floor,
     feature_table,
     load_recipe,
     murmur_table,
@@ -86,6 +87,24 @@ def feature_markdown(found: dict[str, tuple[list[OOFPatient], dict]], patients: 
             above = sum(o > b for o, b in zip(ours, base))
             lines.append(f"| {name} | {feature} | {_cell(float(np.mean(ours)), std)} | {np.mean(base):.3f} | "
                          f"{above}/{len(folds)} |")
+    return "\n".join(lines)
+
+
+def calibration_lines(found: dict[str, tuple[list[OOFPatient], dict]]) -> str:
+    """Per recipe: its pooled OOF ECE beside the ECE a perfectly calibrated model with the same
+    probabilities would score, per fold and pooled, so the table's ECE column can be read against it."""
+    from assistant.data.labels import MURMUR_CLASSES
+    from eval.metrics import calibration_bins
+
+    lines = []
+    for name, (oof, _) in found.items():
+        pooled = calibration_bins([r.murmur for r in oof], np.array([r.probabilities for r in oof]),
+                                  MURMUR_CLASSES)["ece"]
+        floor = ece_floor(oof)
+        q = {k: f"{v[1]:.3f} [{v[0]:.3f}, {v[2]:.3f}]" for k, v in floor.items()}
+        lines.append(f"- {name}: pooled OOF ECE {pooled:.3f}; a perfectly calibrated model with these probabilities "
+                     f"(labels drawn from them, 200 draws, median [5%, 95%]) scores {q['per_fold']} per fold "
+                     f"(mean over folds) and {q['pooled']} pooled")
     return "\n".join(lines)
 
 

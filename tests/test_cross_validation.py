@@ -116,3 +116,20 @@ def test_cv_command_prints_the_tables_from_fold_files_and_refuses_bad_input(synt
     assert "| always-present | oof-vector | 2/2 |" in result.output
     assert (tmp_path / "cv.png").read_bytes()[:4] == b"\x89PNG"
     assert "always-present: 2 folds, 1.0 min in all" in result.output
+    assert "always-present: pooled OOF ECE" in result.output
+
+
+def test_the_ece_floor_is_what_a_perfectly_calibrated_model_scores():
+    from eval.cross_validation import ece_floor
+    from eval.metrics import calibration_bins
+
+    rng = np.random.default_rng(5)
+    probs = rng.dirichlet([2, 1, 3], size=600)
+    truth = [MURMUR_CLASSES[rng.choice(3, p=p)] for p in probs]  # calibrated by construction
+    rows = [OOFPatient(f"p{i}", i % 5, t, list(p), MURMUR_CLASSES[int(np.argmax(p))])
+            for i, (p, t) in enumerate(zip(probs, truth))]
+    floor = ece_floor(rows, draws=100)
+    lo, mid, hi = floor["pooled"]
+    assert 0 < lo < mid < hi < 0.1
+    assert floor["per_fold"][1] > mid  # 120 patients per fold: more binning noise than 600 pooled
+    assert lo <= calibration_bins(truth, probs, MURMUR_CLASSES)["ece"] <= hi
