@@ -25,6 +25,8 @@ from eval.metrics import uar, weighted_accuracy
 class FamiliarityBenchConfig:
     physionet_root: Path = field(metadata={"help": "A PhysioNet 2016 folder (REFERENCE.csv)."})
     circor_root: Path = field(metadata={"help": "Labelled CirCor folder; its project validation split is scored."})
+    familiarity: Path | None = field(default=None, metadata={
+        "help": "Folder with familiarity.json/.safetensors fitted on the shipped murmur weights (default: shipped)."})
     threads: int = field(default=1, metadata={"help": "torch CPU threads."})
 
 
@@ -49,7 +51,7 @@ def before_gate(f: Findings) -> str:
 def run(config: FamiliarityBenchConfig, progress: bool = True) -> dict:
     import torch
 
-    from assistant.abnormal.model import AbnormalModel
+    from assistant.abnormal.model import AbnormalModel, murmur_fingerprint
     from assistant.consult.analyzer import Analyzer
     from assistant.data.circor import read_folder
     from assistant.data.split import split_patients
@@ -59,9 +61,12 @@ def run(config: FamiliarityBenchConfig, progress: bool = True) -> dict:
     from eval.datasets import read_physionet2016
 
     torch.set_num_threads(config.threads)
-    familiarity = Familiarity.load(WEIGHTS_DIR)
+    folder = config.familiarity or WEIGHTS_DIR
+    familiarity = Familiarity.load(folder)
     if familiarity is None:
-        raise MurmurScopeError(f"{WEIGHTS_DIR}: no familiarity model to benchmark")
+        raise MurmurScopeError(f"{folder}: no familiarity model to benchmark")
+    if familiarity.config.murmur_weights_sha256 != murmur_fingerprint(WEIGHTS_DIR):
+        raise MurmurScopeError(f"{folder}: fitted on other murmur weights than the shipped ones")
     analyzer = Analyzer(MurmurModel.load(), None, segmenter=default_segmenter(), familiarity=familiarity,
                         abnormal=AbnormalModel.load())
     away = {"normal": GateCounts(), "abnormal": GateCounts()}

@@ -16,6 +16,7 @@ import numpy as np
 
 from assistant.errors import MurmurScopeError
 from eval.metrics import uar, weighted_accuracy
+from finetune.familiarity import DEFAULT_PERCENTILE
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,8 @@ class FamiliarityCVConfig:
     cv: Path = field(metadata={"help": "A recipe's cross-validation folder with its fold models (model<k>)."})
     circor_root: Path = field(metadata={"help": "The labelled CirCor folder the cross-validation ran on."})
     folds: int = field(default=5, metadata={"help": "Folds of that cross-validation (its --cv)."})
-    percentile: float = field(default=99.0, metadata={"help": "Threshold percentile, as `finetune familiarity`."})
+    percentile: float = field(default=DEFAULT_PERCENTILE, metadata={
+        "help": "Threshold percentile, as `finetune familiarity`."})
     cache_dir: Path = field(default=Path("build/familiarity"), metadata={"help": "Embedding cache."})
     threads: int = field(default=1, metadata={"help": "torch CPU threads."})
 
