@@ -35,6 +35,8 @@ def test_identity_changes_nothing():
         Recalibration(decision_weights=(1.0, 0.0, 1.0))
     with pytest.raises(ValueError):
         Recalibration(scale=(1.0, 1.0))
+    with pytest.raises(TypeError):
+        Recalibration.from_dict([1.0, 2.0])
 
 
 def test_vector_scaling_undoes_a_class_shift():

@@ -30,10 +30,6 @@ class Recalibration:
         if min(self.decision_weights) <= 0:
             raise ValueError("decision weights must be positive")
 
-    @property
-    def identity(self) -> bool:
-        return self == Recalibration()
-
     def log_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Calibrated log-probabilities from (..., classes) logits."""
         z = logits.log_softmax(-1) * torch.tensor(self.scale) + torch.tensor(self.bias)
@@ -45,4 +41,6 @@ class Recalibration:
 
     @classmethod
     def from_dict(cls, d: dict) -> Recalibration:
+        if not isinstance(d, dict):
+            raise TypeError(f"a recalibration is a mapping, not {type(d).__name__}")
         return cls(**{k: tuple(float(x) for x in v) for k, v in d.items()})
