@@ -147,7 +147,9 @@ def run(config: DeviceAblationConfig, progress: bool = True) -> list[RecipeReado
             model = MurmurModel.load(folder / f"model{k}")
             calls, p_present, names = [], [], []
             for pid, recs in tqdm(recordings, desc=f"{folder.name} fold {k}", disable=not progress):
-                pred = model.predict_recordings(recs, pid)
+                # The murmur call alone: the feature heads (and the segmenter they need) do not change it.
+                pred = model.predict_from_embeddings(pid, [model.embed(r) for r in recs], [r.site for r in recs],
+                                                     [pid] * len(recs), [], features=False)
                 calls.append(pred.murmur)
                 p_present.append(pred.probabilities["Present"])
                 names.append(pid)

@@ -104,3 +104,14 @@ def test_classifier_cv_refuses_unknown_augmentation_parts(synth_root, tmp_path):
     result = CliRunner().invoke(app, [*base, "--recipe", "whisper-lp", "--device-augment", "noise"])
     assert result.exit_code != 0 and "--recipe cnn" in str(result.exception)
     assert not (tmp_path / "cv").exists()
+
+
+def test_the_murmur_call_alone_matches_the_full_prediction():
+    from assistant.data.synth import Murmur, SynthConfig, synthesize
+
+    model = _tiny_model(3)
+    rec = replace(synthesize(SynthConfig(duration=4.0, murmurs=(Murmur(),), seed=2)).recording, source="/x/7_AV.wav")
+    full = model.predict_recordings([rec], "7")
+    alone = model.predict_from_embeddings("7", [model.embed(rec)], [rec.site], ["7_AV"], [], features=False)
+    assert alone.murmur == full.murmur and alone.probabilities == pytest.approx(full.probabilities)
+    assert alone.features == {} and full.features
