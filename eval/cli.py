@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from eval.abnormal_cv import AbnormalCVConfig
     from eval.classifier_bench import ClassifierBenchConfig
     from eval.consult_bench import ConsultBenchConfig
+    from eval.device_ablation import DeviceAblationConfig
     from eval.familiarity_bench import FamiliarityBenchConfig
     from eval.familiarity_cv import FamiliarityCVConfig
     from eval.retrieval_bench import RetrievalBenchConfig
@@ -408,3 +409,29 @@ def familiarity_cv(
     typer.echo(markdown(result))
     if out is not None:
         out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+@app.command("device-ablation", cls=ConfigCommand)
+@from_config(config="eval.device_ablation:DeviceAblationConfig")
+def device_ablation(
+    config: DeviceAblationConfig,
+    out: Annotated[Path | None, typer.Option(help="Write the rows (every fold's numbers) as JSON.")] = None,
+) -> None:
+    """The cross-validated murmur recipes on another device: each fold's model on every PhysioNet 2016
+    recording (the raw murmur call, no gates), beside the recipe's CirCor out-of-fold scores."""
+    import os
+    import platform
+
+    from eval.device_ablation import ablation_rows, markdown, run
+
+    readouts = run(config)
+    n = readouts[0].recordings
+    typer.echo(f"# murmur recipes on {config.physionet_root} ({n} recordings as one-recording patients, raw "
+               f"murmur call, mean ± std over fold models); {platform.node()}, {os.cpu_count()} CPUs\n")
+    typer.echo(markdown(ablation_rows(readouts)))
+    skipped = readouts[0].skipped
+    if skipped:
+        typer.echo(f"\n{skipped} recordings could not be read and are left out")
+    if out is not None:
+        out.write_text(json.dumps([{"recipe": r.recipe, "away": r.away, "home": r.home} for r in readouts],
+                                  indent=2) + "\n")

@@ -19,6 +19,9 @@ def classifier_cv(
         help="Recipes to run before the tables: cnn, whisper-lp (repeatable; default: only print).")] = None,
     only_fold: Annotated[Optional[list[int]], typer.Option(help="Run only these folds (repeatable).")] = None,
     cnn_members: Annotated[int, typer.Option(help="cnn: ensemble members per fold (the shipped recipe has 5).")] = 5,
+    device_augment: Annotated[Optional[str], typer.Option(
+        help="cnn: device augmentation parts, comma-separated (response, level, noise; see finetune classifier "
+             "--help); the recipe's name carries them.")] = None,
     whisper: Annotated[Path, typer.Option(help="whisper-lp: converted Whisper folder (finetune convert-whisper).")]
     = Path("build/whisper-tiny.en"),
     whisper_seconds: Annotated[Optional[float], typer.Option(
@@ -52,11 +55,16 @@ def classifier_cv(
     config = CVConfig(circor_root, out, cv, only_folds=tuple(only_fold) if only_fold else None, threads=threads)
     patients, splits = patients_and_folds(config)
     if "cnn" in (recipe or []):
-        from eval.cv_cnn import run_cnn
+        from eval.cv_cnn import cnn_recipe_name, run_cnn
+        from finetune.device_augment import check_parts
 
-        name = "cnn-current" if cnn_members == 5 else f"cnn-current-{cnn_members}member"
-        run_cnn(config, name=name, cache_dir=Path("build/classifier"), members=cnn_members,
-                workers=min(2, cnn_members))
+        parts = check_parts(tuple(p.strip() for p in (device_augment or "").split(",") if p.strip()))
+        # No parts: no override at all, so the fold files read as the shipped recipe's.
+        augment = {"device_augment": parts} if parts else {}
+        run_cnn(config, name=cnn_recipe_name(cnn_members, parts), cache_dir=Path("build/classifier"),
+                members=cnn_members, workers=min(2, cnn_members), **augment)
+    elif device_augment:
+        raise MurmurScopeError("--device-augment applies to --recipe cnn")
     if "whisper-lp" in (recipe or []):
         import torch
 

@@ -33,6 +33,12 @@ def oof_rows(model, patients: list[Patient], fold: int, progress: bool = True) -
     return rows
 
 
+def cnn_recipe_name(members: int, device_augment: tuple[str, ...] = ()) -> str:
+    """`cnn-current` (the shipped five members), `cnn-current-1member`, `cnn-current-1member-aug-response+level`."""
+    name = "cnn-current" if members == 5 else f"cnn-current-{members}member"
+    return f"{name}-aug-{'+'.join(device_augment)}" if device_augment else name
+
+
 def run_cnn(config: CVConfig, name: str = "cnn-current", **overrides) -> Path:
     """Every requested fold of the current recipe (ClassifierTrainConfig defaults, `overrides` on top)."""
     import torch

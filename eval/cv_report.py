@@ -43,7 +43,7 @@ def recipes(out: Path) -> dict[str, tuple[list[OOFPatient], dict[int, dict]]]:
     return found
 
 
-def _cell(mean: float, std: float) -> str:
+def cell(mean: float, std: float) -> str:
     return f"{mean:.3f} ± {std:.3f}" if np.isfinite(std) else f"{mean:.3f}"
 
 
@@ -66,7 +66,7 @@ def murmur_markdown(rows: list[dict]) -> str:
     lines = [head, "|" + "---|" * 10]
     for r in rows:
         lines.append(f"| {r['recipe']} | {r['rule']} | {r['folds']} | "
-                     + " | ".join(_cell(*r[m]) for m in METRICS) + " |")
+                     + " | ".join(cell(*r[m]) for m in METRICS) + " |")
     return "\n".join(lines)
 
 
@@ -85,7 +85,7 @@ def feature_markdown(found: dict[str, tuple[list[OOFPatient], dict]], patients: 
             base = [v[1] for v in folds.values()]
             std = float(np.std(ours, ddof=1)) if len(ours) > 1 else float("nan")
             above = sum(o > b for o, b in zip(ours, base))
-            lines.append(f"| {name} | {feature} | {_cell(float(np.mean(ours)), std)} | {np.mean(base):.3f} | "
+            lines.append(f"| {name} | {feature} | {cell(float(np.mean(ours)), std)} | {np.mean(base):.3f} | "
                          f"{above}/{len(folds)} |")
     return "\n".join(lines)
 

@@ -62,17 +62,17 @@ def _fit(x: np.ndarray, n: int) -> np.ndarray:
     return np.tile(x, reps)[:n]
 
 
-def noise(colour: str, n: int, rng: np.random.Generator) -> np.ndarray:
+def noise(colour: str, n: int, rng: np.random.Generator, rate: int = RATE) -> np.ndarray:
     """White, pink, brown, blue or violet noise (power ~ f^0, f^-1, f^-2, f^1, f^2) by spectral shaping."""
     exponent = {"white": 0, "pink": -1, "brown": -2, "blue": 1, "violet": 2}[colour]
     spectrum = np.fft.rfft(rng.standard_normal(n))
-    f = np.fft.rfftfreq(n, 1 / RATE)
+    f = np.fft.rfftfreq(n, 1 / rate)
     f[0] = f[1]
     return np.fft.irfft(spectrum * f ** (exponent / 2), n)
 
 
-def hum(base: float, harmonics: tuple[int, ...], n: int, rng: np.random.Generator) -> np.ndarray:
-    t = np.arange(n) / RATE
+def hum(base: float, harmonics: tuple[int, ...], n: int, rng: np.random.Generator, rate: int = RATE) -> np.ndarray:
+    t = np.arange(n) / rate
     return sum(np.sin(2 * np.pi * base * h * t + rng.uniform(0, 2 * np.pi)) / h for h in harmonics)
 
 
@@ -111,7 +111,16 @@ def music(style: str, n: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def require_espeak(needed_by: str) -> None:
+    """A one-line error naming the Debian package when espeak-ng is not installed."""
+    if shutil.which("espeak-ng") is None:
+        from assistant.errors import MurmurScopeError
+
+        raise MurmurScopeError(f"espeak-ng is not installed (Debian package espeak-ng); {needed_by} needs it")
+
+
 def espeak(language: str, voice: str, speed: int, text: str, workdir: Path) -> np.ndarray:
+    """`text` spoken by espeak-ng, at 4 kHz."""
     wav = workdir / f"{language}-{voice}-{speed}.wav"
     subprocess.run(["espeak-ng", "-v", f"{language}+{voice}", "-s", str(speed), "-w", str(wav), text],
                    check=True, capture_output=True, timeout=60)
@@ -126,10 +135,7 @@ def _short_ok():
 
 def nonheart_clips(seed: int = 0, duration: float = DURATION) -> Iterator[Clip]:
     """At least 100 clips: speech (56, of which 14 over noise or hum), music (20), noise (15), hum (15)."""
-    if shutil.which("espeak-ng") is None:
-        from assistant.errors import MurmurScopeError
-
-        raise MurmurScopeError("espeak-ng is not installed (Debian package espeak-ng)")
+    require_espeak("the non-heart benchmark")
     rng = np.random.default_rng(seed)
     n = int(duration * RATE)
     with tempfile.TemporaryDirectory() as tmp:

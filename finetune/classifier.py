@@ -48,6 +48,7 @@ from assistant.murmur.model import (
     token_index,
 )
 from eval.metrics import uar, weighted_accuracy
+from finetune.device_augment import DeviceAugmentConfig, DeviceAugmenter, check_parts, speech_bank
 from finetune.losses import LossConfig, head_loss, spec_augment_tokens
 
 FRAMES_PER_EMBEDDING = 8  # CNNEncoder pools time by 2 three times
@@ -97,6 +98,12 @@ class ClassifierTrainConfig:
     workers: int = field(default=2, metadata={"help": "Processes training members in parallel."})
     threads: int = field(default=1, metadata={"help": "torch CPU threads per process (1 is fastest on 2 cores)."})
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+    # Empty: the recipe as before, bit for bit (the encoder reads cached log-mel crops).
+    device_augment: tuple[str, ...] = field(default=(), metadata={
+        "help": "Device augmentation of the CNN's training crops, parts comma-separated: response (random "
+                "frequency response, band limits, resampling chains), level (gain, AGC, clipping), noise "
+                "(coloured noise, hum, rubbing, speech); empty = none."})
+    augment: DeviceAugmentConfig = field(default_factory=DeviceAugmentConfig)
     cnn: CNNConfig = field(default_factory=CNNConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -110,6 +117,9 @@ class ClassifierTrainConfig:
             raise ConfigError(f"--members must be at least 1, not {self.members}")
         if not 0.0 <= self.head_fraction < 1.0:
             raise ConfigError(f"--head-fraction must lie in [0, 1), not {self.head_fraction}")
+        self.device_augment = check_parts(tuple(self.device_augment))
+        if self.device_augment and self.encoder != "cnn":
+            raise ConfigError(f"--device-augment trains the CNN encoder; a frozen {self.encoder} encoder has none")
 
 
 @dataclass
@@ -161,25 +171,40 @@ class Data:
         self.skipped: list[str] = []
 
     def load_mels(self, mel: LogMel) -> list[np.ndarray | None]:
+        key = [mel.config.to_dict(), [str(r.audio_path) for r in self.cache_refs]]
+
+        def log_mel(samples: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return mel(torch.from_numpy(samples)[None])[0].numpy()
+
+        mels = self._cached("mels", key, mel.config.rate, log_mel, "log-mel")
+        self.skipped += [f"{it.name}: unreadable" for it, m in zip(self.items, mels) if m is None]
+        return mels
+
+    def load_waves(self, rate: int) -> list[np.ndarray | None]:
+        """Every recording's waveform at `rate` (float16), cached like the log-mels: device augmentation
+        works on waveforms."""
+        key = ["waveform", rate, [str(r.audio_path) for r in self.cache_refs]]
+        return self._cached("waves", key, rate, lambda samples: samples, "waveforms")
+
+    def _cached(self, kind: str, key: list, rate: int, transform, desc: str) -> list[np.ndarray | None]:
+        """`transform(samples)` of every recording of the folder as float16, from `cache_dir`/kind-<hash>.npz
+        (made on first use), aligned with `items`; None where a recording could not be read."""
         c = self.config
-        key = hashlib.sha1(json.dumps([mel.config.to_dict(), [str(r.audio_path) for r in self.cache_refs]]).encode())
-        path = c.cache_dir / f"mels-{key.hexdigest()[:12]}.npz"
+        path = c.cache_dir / f"{kind}-{hashlib.sha1(json.dumps(key).encode()).hexdigest()[:12]}.npz"
         if not path.exists():
-            mels = {}
-            for ref in tqdm(self.cache_refs, desc="log-mel", disable=not c.progress):
+            arrays = {}
+            for ref in tqdm(self.cache_refs, desc=desc, disable=not c.progress):
                 try:
-                    rec = ref.load(rate=mel.config.rate)
+                    rec = ref.load(rate=rate)
                 except MurmurScopeError as e:
                     self.skipped.append(str(e))
                     continue
-                with torch.inference_mode():
-                    mels[ref.name] = mel(torch.from_numpy(rec.samples)[None])[0].numpy().astype(np.float16)
+                arrays[ref.name] = transform(rec.samples).astype(np.float16)
             path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, **mels)
+            np.savez(path, **arrays)
         with np.load(path) as z:
-            mels = [z[it.name] if it.name in z else None for it in self.items]
-        self.skipped += [f"{it.name}: unreadable" for it, m in zip(self.items, mels) if m is None]
-        return mels
+            return [z[it.name] if it.name in z else None for it in self.items]
 
     def load_states(self, rate: int) -> list[np.ndarray | None]:
         """The shipped segmenter's states (50 frames/s) for every recording, cached like the log-mels."""
@@ -203,10 +228,20 @@ class Data:
 
 
 def _crop(m: np.ndarray, frames: int, rng: np.random.Generator) -> np.ndarray:
-    if m.shape[1] < frames:  # tile short recordings rather than pad with silence
-        m = np.tile(m, (1, frames // m.shape[1] + 1))
-    start = rng.integers(0, m.shape[1] - frames + 1)
-    return m[:, start : start + frames]
+    """A random `frames`-long window along the last axis (log-mel frames or waveform samples)."""
+    if m.shape[-1] < frames:  # tile short recordings rather than pad with silence
+        m = np.tile(m, (1,) * (m.ndim - 1) + (frames // m.shape[-1] + 1,))
+    start = rng.integers(0, m.shape[-1] - frames + 1)
+    return m[..., start : start + frames]
+
+
+def augmented_mels(waves: list[np.ndarray], idx: np.ndarray, frames: int, hop: int, augmenter: DeviceAugmenter,
+                   mel: LogMel, rng: np.random.Generator) -> torch.Tensor:
+    """(B, n_mels, frames) log-mels of random waveform crops of recordings `idx`, each through the
+    device augmenter, by the encoder's own front end (one batch)."""
+    crops = np.stack([augmenter(_crop(waves[i], frames * hop, rng).astype(np.float32), rng) for i in idx])
+    with torch.no_grad():
+        return mel(torch.from_numpy(crops))[..., :frames]  # centred frames: one more than samples / hop
 
 
 def _spec_augment(x: torch.Tensor, rng: np.random.Generator, time_width: int = 25, freq_width: int = 6) -> torch.Tensor:
@@ -240,10 +275,18 @@ def stage_patients(data: Data, config: ClassifierTrainConfig) -> tuple[set[str],
     return set(split.train), set(split.val)
 
 
-def train_encoder(data: Data, mels: list[np.ndarray | None], config: ClassifierTrainConfig, log: dict) -> CNNEncoder:
+def train_encoder(data: Data, mels: list[np.ndarray | None], config: ClassifierTrainConfig, log: dict,
+                  waves: list[np.ndarray | None] | None = None) -> CNNEncoder:
+    """The CNN encoder on random crops; with `config.device_augment`, crops of `waves` through the device
+    augmenter. Validation (early stopping) reads the clean log-mels, as recordings from home come."""
     c = config
     encoder_patients = stage_patients(data, c)[0]
     rng = np.random.default_rng(c.seed)
+    augmenter = None
+    if c.device_augment:
+        if waves is None:
+            raise ValueError("device augmentation needs the waveforms (Data.load_waves)")
+        augmenter = DeviceAugmenter.for_training(c.device_augment, c.augment, c.cnn.mel.rate, c.cache_dir)
     encoder = CNNEncoder(c.cnn)
     classifier = nn.Sequential(nn.Dropout(0.3), nn.Linear(encoder.dim, len(MURMUR_CLASSES)))
     params = [*encoder.parameters(), *classifier.parameters()]
@@ -262,7 +305,10 @@ def train_encoder(data: Data, mels: list[np.ndarray | None], config: ClassifierT
         losses = []
         for b0 in range(0, len(order), c.batch_size):
             idx = order[b0 : b0 + c.batch_size]
-            x = torch.from_numpy(np.stack([_crop(mels[i], frames, rng) for i in idx]).astype(np.float32))
+            if augmenter is None:
+                x = torch.from_numpy(np.stack([_crop(mels[i], frames, rng) for i in idx]).astype(np.float32))
+            else:
+                x = augmented_mels(waves, idx, frames, c.cnn.mel.hop_length, augmenter, encoder.to_mel, rng)
             x = _spec_augment(x, rng)
             y = torch.tensor([data.items[i].label for i in idx])
             logits = classifier(encoder.frames_from_mel(x).mean(1))
@@ -599,24 +645,30 @@ class Member:
     log: dict
 
 
-def embed_member(data: Data, mels: list[np.ndarray | None], config: ClassifierTrainConfig) -> Member:
+def embed_member(data: Data, mels: list[np.ndarray | None], config: ClassifierTrainConfig,
+                 waves: list[np.ndarray | None] | None = None) -> Member:
     """Stages 2-3 for the seed `config.seed`: train a CNN encoder, embed every recording."""
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     log: dict = {"seed": config.seed}
-    encoder = train_encoder(data, mels, config, log)
+    encoder = train_encoder(data, mels, config, log, waves)
+    # The views (the heads' inputs) come from the clean cached log-mels: device augmentation is for the
+    # encoder, which learns to give the same embedding whatever the device; the heads are trained on a
+    # fixed set of views computed once, where a random device drawn per view would be frozen into them,
+    # and their early stopping and temperatures are chosen on clean validation recordings.
     return Member(encoder, *embed_views(encoder, data, mels, config), log)
 
 
 def _member_process(config: ClassifierTrainConfig) -> tuple[dict, np.ndarray, np.ndarray, dict]:
-    """Worker-process entry: rebuild the data (the log-mels come from the cache) and train one encoder."""
+    """Worker-process entry: rebuild the data (log-mels and waveforms come from the cache) and train one encoder."""
     data = Data(config)
-    m = embed_member(data, data.load_mels(LogMel(config.cnn.mel)), config)
+    waves = data.load_waves(config.cnn.mel.rate) if config.device_augment else None
+    m = embed_member(data, data.load_mels(LogMel(config.cnn.mel)), config, waves)
     return {k: v.numpy() for k, v in m.encoder.state_dict().items()}, m.embeddings, m.usable, m.log
 
 
-def embed_members(data: Data, mels: list[np.ndarray | None] | None, configs: list[ClassifierTrainConfig]
-                  ) -> list[Member]:
+def embed_members(data: Data, mels: list[np.ndarray | None] | None, configs: list[ClassifierTrainConfig],
+                  waves: list[np.ndarray | None] | None = None) -> list[Member]:
     """One member per config; a frozen M2D encoder is shared and embeds once."""
     c = configs[0]
     if c.encoder == "m2d":
@@ -630,7 +682,7 @@ def embed_members(data: Data, mels: list[np.ndarray | None] | None, configs: lis
     if c.encoder != "cnn":
         raise MurmurScopeError(f"--encoder must be cnn or m2d, not {c.encoder!r}")
     if c.workers <= 1 or len(configs) == 1:
-        return [embed_member(data, mels, mc) for mc in configs]
+        return [embed_member(data, mels, mc, waves) for mc in configs]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -666,9 +718,14 @@ def train_classifier(config: ClassifierTrainConfig) -> dict:
     log["patients"] = {"train": int(sum(p.patient_id not in data.val_ids for p in data.patients)),
                        "val": len(data.val_ids)}
     mels = data.load_mels(LogMel(c.cnn.mel)) if c.encoder == "cnn" else None
+    waves = None
+    if c.device_augment:  # made here once, so parallel members only read the caches
+        waves = data.load_waves(c.cnn.mel.rate)
+        if "noise" in c.device_augment and "speech" in c.augment.noise_kinds:
+            speech_bank(c.cache_dir, c.cnn.mel.rate)
     # Seeds seed, seed + 1000, ...: member 0 alone is the single model of the same seed.
     configs = [replace(c, seed=c.seed + 1000 * k) for k in range(c.members)]
-    members = embed_members(data, mels, configs)
+    members = embed_members(data, mels, configs, waves)
     log["members"] = [m.log for m in members]
     tensors = [patient_tensors(data, m.embeddings, m.usable) for m in members]
     head_config = replace(c.head, in_dim=members[0].encoder.dim)

@@ -292,9 +292,9 @@ class MurmurModel(torch.nn.Module):
     @torch.inference_mode()
     def predict_from_embeddings(self, patient_id: str, embeddings: list[torch.Tensor], sites: list[str | None],
                                 names: list[str], warnings: list[str],
-                                cycles: list[torch.Tensor] | None = None) -> PatientPrediction:
+                                cycles: list[torch.Tensor] | None = None, features: bool = True) -> PatientPrediction:
         """`embeddings`: each recording's `embed`; `cycles`: its `cycle_features`, needed when the feature
-        heads read them."""
+        heads read them. `features=False`: the murmur call alone (no feature heads, so no cycles needed)."""
         if not embeddings:
             return self._no_recordings(patient_id, warnings)
         tokens, mask = site_tokens(embeddings, sites)  # (S, E, D)
@@ -313,6 +313,8 @@ class MurmurModel(torch.nn.Module):
             murmur, probs = any_recording_rule([r.probabilities for r in recordings])
         else:
             murmur = MURMUR_CLASSES[int(recalibration.decide(patient_logp.exp()))]
+        if not features:
+            return PatientPrediction(patient_id, murmur, probs, recordings, {}, warnings)
         feature_tokens = member_tokens
         if self.config.uses_cycles:
             if cycles is None or len(cycles) != len(embeddings):
