@@ -121,7 +121,7 @@ class ToolChatModelRecipe:
     hidden_size: int = 128
     layers: int = 2
     max_positions: int = 8192
-    steps: int = 400
+    steps: int = 1000
     learning_rate: float = 3e-3
     batch_size: int = 4
     seed: int = 0
