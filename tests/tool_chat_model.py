@@ -5,7 +5,7 @@ Qwen2.5-Instruct's chat template (tools listed in the system turn inside `<tools
 `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`, results as a user turn wrapped in
 `<tool_response>`), a byte-level BPE trained on the text it is shown and must say, `<tool_call>` and
 `</tool_call>` as added (not special) tokens as in Qwen2.5's tokenizer, so vLLM's hermes parser sees them in
-the decoded text. A few hundred AdamW steps on CPU make it memorise its behaviours (`Behaviour`): the
+the decoded text. A few hundred AdamW steps on CPU (at most 1000) make it memorise its behaviours (`Behaviour`): the
 first answer to a question (a tool call or plain text) and the answer after the tool's result.
 
 The model is cached under build/ in a folder named by the hash of its recipe (every training text, the
