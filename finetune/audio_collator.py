@@ -1,7 +1,13 @@
 """Batches of Q&A rows for Qwen2-Audio, with labels on the answers only.
 
-A row is one clip with either one `question`/`answer` or several `turns` (a multi-turn conversation
-about the same clip, `finetune.qa.conversations`): the clip is then encoded once for all its questions.
+A row is one clip with either one `question`/`answer` or several `turns` (all the questions about the same
+clip, `finetune.qa.conversations`): the clip is then encoded once for all its questions. The turns are
+collated one of two ways:
+- chained (default): one multi-turn chat, each answer seeing the questions and answers before it;
+- branched (`branch_turns`): one sequence holding the system prompt and the audio once, then every turn as a
+  branch that attends to that prefix and to itself only, with positions restarting at the prefix's end. Each
+  branch then sees exactly the tokens, at exactly the positions, of the single question a client sends
+  (`assistant.llm.client`), so no answer can lean on an earlier turn's answer instead of the audio.
 
 TRL's SFTTrainer has no audio path, so this collator does what its vision collator does for images:
 render the chat template, run the Qwen2-Audio processor on text and audio together (it expands the
@@ -56,6 +62,7 @@ def load_clip(path: Path) -> np.ndarray:
 class AudioQACollator:
     processor: object  # Qwen2AudioProcessor
     data_dir: Path
+    branch_turns: bool = False
 
     def __post_init__(self):
         self.tokenizer = self.processor.tokenizer
@@ -82,6 +89,8 @@ class AudioQACollator:
         return spans
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        if self.branch_turns:
+            return self.branched(rows)
         turns = [turns_of(r) for r in rows]
         texts = [self.render(t) for t in turns]
         audios = [load_clip(self.data_dir / r["audio"]) for r in rows]
@@ -101,3 +110,58 @@ class AudioQACollator:
         batch["labels"] = labels
         batch.pop("num_audio_tokens", None)
         return dict(batch)
+
+    def single_turn(self, turn: dict) -> tuple[str, str]:
+        """(prefix, branch): the served prompt up to its question, and the question, reply opening and answer."""
+        text = self.processor.apply_chat_template(
+            prompt_messages(turn["question"]) + [{"role": "assistant", "content": turn["answer"]}], tokenize=False)
+        cut = text.index(turn["question"], text.index("<|audio_eos|>"))
+        return text[:cut], text[cut:]
+
+    def branched(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        tok = self.tokenizer
+        prefixes, branches = [], []
+        for r in rows:
+            pieces = [self.single_turn(t) for t in turns_of(r)]
+            if len({p for p, _ in pieces}) != 1:
+                raise ValueError(f"turns of row {r.get('id')} do not share one prompt prefix")
+            prefix = pieces[0][0]
+            branch_ids = [tok(b, add_special_tokens=False)["input_ids"] for _, b in pieces]
+            # Each branch must tokenise as it does inside the whole served prompt, or training would see other ids.
+            head = tok(prefix, add_special_tokens=False)["input_ids"]
+            for (_, b), ids in zip(pieces, branch_ids):
+                if tok(prefix + b, add_special_tokens=False)["input_ids"] != head + ids:
+                    raise ValueError(f"row {r.get('id')}: a turn tokenises differently after the prompt prefix")
+            prefixes.append(prefix)
+            branches.append(branch_ids)
+        audios = [load_clip(self.data_dir / r["audio"]) for r in rows]
+        head = self.processor(text=prefixes, audio=audios, sampling_rate=AUDIO_RATE, padding=True, return_tensors="pt")
+        seqs, segments, positions, labels = [], [], [], []
+        for i, r in enumerate(rows):
+            prefix_ids = head["input_ids"][i][head["attention_mask"][i].bool()].tolist()
+            ids, seg, pos, lab = list(prefix_ids), [0] * len(prefix_ids), list(range(len(prefix_ids))), \
+                [IGNORE_INDEX] * len(prefix_ids)
+            for k, (b, t) in enumerate(zip(branches[i], turns_of(r)), start=1):
+                (a, e), = self.answer_spans(b)
+                if b[a:e] != tok(t["answer"] + self.end_token, add_special_tokens=False)["input_ids"]:
+                    raise ValueError(f"answer tokens of row {r.get('id', i)} do not match its answers")
+                ids += b
+                seg += [k] * len(b)
+                pos += range(len(prefix_ids), len(prefix_ids) + len(b))
+                lab += [IGNORE_INDEX] * a + b[a:e] + [IGNORE_INDEX] * (len(b) - e)
+            seqs.append(ids), segments.append(seg), positions.append(pos), labels.append(lab)
+        width = max(map(len, seqs))
+
+        def pad(xs: list[list[int]], value: int) -> torch.Tensor:
+            return torch.tensor([x + [value] * (width - len(x)) for x in xs])
+
+        seg = pad(segments, -1)
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        same = (seg[:, None, :] == 0) | (seg[:, None, :] == seg[:, :, None])
+        # A padding position attends to itself only, so its (unsupervised) output stays finite.
+        mask = (causal & same & (seg[:, None, :] >= 0)) | torch.eye(width, dtype=torch.bool)
+        # A 4D boolean mask reaches the attention as it is (transformers' masking_utils), under sdpa: True attends.
+        # TRL's logged `num_tokens` sums the mask, so with branches it counts attending pairs, not tokens.
+        return {"input_ids": pad(seqs, tok.pad_token_id), "attention_mask": mask[:, None],
+                "position_ids": pad(positions, 0), "labels": pad(labels, IGNORE_INDEX),
+                "input_features": head["input_features"], "feature_attention_mask": head["feature_attention_mask"]}
