@@ -1,13 +1,13 @@
 """Batches of Q&A rows for Qwen2-Audio, with labels on the answers only.
 
 A row is one clip with either one `question`/`answer` or several `turns` (all the questions about the same
-clip, `finetune.qa.conversations`): the clip is then encoded once for all its questions. The turns are
-collated one of two ways:
-- chained (default): one multi-turn chat, each answer seeing the questions and answers before it;
-- branched (`branch_turns`): one sequence holding the system prompt and the audio once, then every turn as a
-  branch that attends to that prefix and to itself only, with positions restarting at the prefix's end. Each
-  branch then sees exactly the tokens, at exactly the positions, of the single question a client sends
-  (`assistant.llm.client`), so no answer can lean on an earlier turn's answer instead of the audio.
+clip, `finetune.qa.conversations`). Turns make one sequence per clip, so the clip is encoded once for all its
+questions: the system prompt and the audio once, then every turn as a branch that attends to that prefix and
+to itself only, with positions restarting at the prefix's end. Each branch then sees exactly the tokens, at
+exactly the positions, of the single question a client sends (`assistant.llm.client`), so no answer can lean
+on another turn's answer instead of the audio. (A chained chat, each answer seeing the turns before it, taught
+the shipped model's first version to answer from those turns: asked alone, it said "no systolic murmur" to 19
+of 30 Present training clips.)
 
 TRL's SFTTrainer has no audio path, so this collator does what its vision collator does for images:
 render the chat template, run the Qwen2-Audio processor on text and audio together (it expands the
@@ -43,15 +43,6 @@ def turns_of(row: dict) -> list[dict]:
     return row.get("turns") or [{"feature": row.get("feature"), "question": row["question"], "answer": row["answer"]}]
 
 
-def conversation_messages(turns: list[dict]) -> list[dict]:
-    """The whole conversation: the audio comes with the first question only, as a client's follow-ups would."""
-    messages = prompt_messages(turns[0]["question"])
-    messages.append({"role": "assistant", "content": turns[0]["answer"]})
-    for t in turns[1:]:
-        messages += [{"role": "user", "content": t["question"]}, {"role": "assistant", "content": t["answer"]}]
-    return messages
-
-
 def load_clip(path: Path) -> np.ndarray:
     samples, rate = sf.read(str(path), dtype="float32", always_2d=True)
     samples = samples.mean(axis=1)
@@ -62,7 +53,6 @@ def load_clip(path: Path) -> np.ndarray:
 class AudioQACollator:
     processor: object  # Qwen2AudioProcessor
     data_dir: Path
-    branch_turns: bool = False
 
     def __post_init__(self):
         self.tokenizer = self.processor.tokenizer
@@ -72,8 +62,9 @@ class AudioQACollator:
         self.answer_opening = self.tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
         self.end_id = self.tokenizer.convert_tokens_to_ids(self.end_token)
 
-    def render(self, turns: list[dict]) -> str:
-        return self.processor.apply_chat_template(conversation_messages(turns), tokenize=False)
+    def render(self, turn: dict) -> str:
+        return self.processor.apply_chat_template(
+            prompt_messages(turn["question"]) + [{"role": "assistant", "content": turn["answer"]}], tokenize=False)
 
     def answer_spans(self, ids: list[int]) -> list[tuple[int, int]]:
         """[start, end) of each assistant reply, its closing <|im_end|> included."""
@@ -89,10 +80,10 @@ class AudioQACollator:
         return spans
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        if self.branch_turns:
+        if any("turns" in r for r in rows):
             return self.branched(rows)
         turns = [turns_of(r) for r in rows]
-        texts = [self.render(t) for t in turns]
+        texts = [self.render(t[0]) for t in turns]
         audios = [load_clip(self.data_dir / r["audio"]) for r in rows]
         batch = self.processor(text=texts, audio=audios, sampling_rate=AUDIO_RATE, padding=True,
                                return_tensors="pt")
@@ -113,8 +104,7 @@ class AudioQACollator:
 
     def single_turn(self, turn: dict) -> tuple[str, str]:
         """(prefix, branch): the served prompt up to its question, and the question, reply opening and answer."""
-        text = self.processor.apply_chat_template(
-            prompt_messages(turn["question"]) + [{"role": "assistant", "content": turn["answer"]}], tokenize=False)
+        text = self.render(turn)
         cut = text.index(turn["question"], text.index("<|audio_eos|>"))
         return text[:cut], text[cut:]
 

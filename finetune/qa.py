@@ -201,8 +201,9 @@ def build_qa(config: QAConfig) -> QASummary:
 def conversations(rows: list[dict], seed: int = 0) -> list[dict]:
     """One row per clip with all of its questions as `turns`, in clip order.
 
-    Each clip's turns are shuffled (seeded by the clip) so that no question always comes first: served
-    questions arrive alone, so every question must also be learnt without the others before it.
+    Each clip's turns are in an order shuffled by the clip's seed. The collator lets every turn see only the
+    audio prefix (`finetune.audio_collator`), so the order sets the layout only; it is kept so that the
+    shipped model's run repeats batch for batch.
     """
     by_clip: dict[str, list[dict]] = {}
     for r in rows:

@@ -58,10 +58,8 @@ class AudioSFTConfig:
     max_train_rows: int | None = field(default=None, metadata={"help": "Train on at most this many rows."})
     # The audio encoder is the expensive part on a CPU; one conversation per clip pays for it once per step.
     multi_turn: bool = field(default=False, metadata={
-        "help": "One multi-turn conversation per clip carrying all its questions, every answer supervised."})
-    branch_turns: bool = field(default=False, metadata={
-        "help": "With --multi-turn: every turn attends to the audio prefix and itself only, as a served question "
-                "does (off: a chained chat, each answer seeing the turns before it)."})
+        "help": "One sequence per clip carrying all its questions, each answered from the audio alone as when "
+                "served, every answer supervised."})
     murmur_balance_cap: int = field(default=1, metadata={
         "help": "Repeat training clips of the rarer murmur answers toward equal counts, at most this many times "
                 "(1: off)."})
@@ -208,7 +206,7 @@ def train(config: AudioSFTConfig) -> SFTResult:
         model=model,
         args=args,
         train_dataset=ds["train"],
-        data_collator=AudioQACollator(processor, data, config.branch_turns),
+        data_collator=AudioQACollator(processor, data),
         processing_class=processor,
         peft_config=lora_config(config) if config.lora else None,
     )

@@ -1,5 +1,6 @@
-"""murmur-qwen2-audio-mini's pieces: the pretrained Whisper tower, conversations per clip (chained or branched), class
-balance, the memoized frozen tower, the fp16 export, and the audio-LLM's opinion beside the findings."""
+"""murmur-qwen2-audio-mini's pieces: the pretrained Whisper tower, one sequence per clip whose turns branch off
+its audio, class balance, the memoized frozen tower, the fp16 export,
+and the audio-LLM's opinion beside the findings."""
 
 from __future__ import annotations
 
@@ -53,26 +54,7 @@ def test_conversations_carry_every_question_of_a_clip_once(qa_dir):  # noqa: F81
     assert conversations(rows, seed=0) == convs
 
 
-def test_multi_turn_collator_supervises_every_answer(tiny_model_dir, qa_dir):  # noqa: F811
-    from transformers import AutoProcessor
-
-    from finetune.audio_collator import IGNORE_INDEX, AudioQACollator
-    from finetune.qa import conversations
-
-    processor = AutoProcessor.from_pretrained(tiny_model_dir)
-    rows = [json.loads(line) for line in (qa_dir / "train.jsonl").read_text().splitlines()]
-    convs = sorted(conversations(rows), key=lambda c: -len(c["turns"]))[:2]
-    batch = AudioQACollator(processor, qa_dir)(convs)
-    audio_id = processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>")
-    for i, c in enumerate(convs):
-        kept = batch["labels"][i][batch["labels"][i] != IGNORE_INDEX]
-        assert processor.tokenizer.decode(kept) == "".join(t["answer"] + "<|im_end|>" for t in c["turns"])
-        assert int((batch["input_ids"][i] == audio_id).sum()) > 0  # one audio, heard once
-        text = processor.tokenizer.decode(batch["input_ids"][i])
-        assert text.count("<|audio_bos|>") == 1 and all(t["question"] in text for t in c["turns"])
-
-
-def test_branched_turns_score_every_answer_as_if_it_were_asked_alone(tiny_model_dir, qa_dir):  # noqa: F811
+def test_a_clips_turns_score_every_answer_as_if_it_were_asked_alone(tiny_model_dir, qa_dir):  # noqa: F811
     import torch
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
@@ -92,7 +74,7 @@ def test_branched_turns_score_every_answer_as_if_it_were_asked_alone(tiny_model_
         keep = target != IGNORE_INDEX
         return logits[keep].gather(1, target[keep][:, None])[:, 0]
 
-    branched = AudioQACollator(processor, qa_dir, branch_turns=True)(convs)
+    branched = AudioQACollator(processor, qa_dir)(convs)
     single = AudioQACollator(processor, qa_dir)
     audio_id = processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>")
     for i, c in enumerate(convs):
@@ -103,12 +85,9 @@ def test_branched_turns_score_every_answer_as_if_it_were_asked_alone(tiny_model_
         alone = torch.cat([answer_logprobs(single([{"audio": c["audio"], **t}]), 0) for t in c["turns"]])
         # Same tokens at the same positions seeing the same context: the same log-probabilities.
         assert torch.allclose(answer_logprobs(branched, i), alone, atol=1e-4)
-    # A chained chat lets later answers see earlier turns: the first answer agrees, the later ones do not.
-    chained = answer_logprobs(AudioQACollator(processor, qa_dir)(convs[:1]), 0)
-    first_answer = convs[0]["turns"][0]["answer"] + "<|im_end|>"
-    first = len(processor.tokenizer(first_answer, add_special_tokens=False)["input_ids"])
-    assert torch.allclose(chained[:first], answer_logprobs(branched, 0)[:first], atol=1e-4)
-    assert not torch.allclose(chained, answer_logprobs(branched, 0), atol=1e-4)
+    # The mask is what keeps the turns apart: under plain causal attention the later answers change.
+    causal = dict(branched, attention_mask=torch.ones_like(branched["input_ids"]))
+    assert not torch.allclose(answer_logprobs(causal, 0), answer_logprobs(branched, 0), atol=1e-4)
 
 
 def test_balance_repeats_rare_murmur_answers_up_to_the_cap():
@@ -154,7 +133,7 @@ def test_full_training_exports_float16_in_vllms_layout(mini_dir, qa_dir, tmp_pat
 
     out = tmp_path / "sft"
     result = train(AudioSFTConfig(model=str(mini_dir), data=qa_dir, out=out, lora=False, freeze_audio_tower=True,
-                                  multi_turn=True, branch_turns=True, murmur_balance_cap=2, max_steps=2,
+                                  multi_turn=True, murmur_balance_cap=2, max_steps=2,
                                   batch_size=2, grad_accum=1, learning_rate=1e-3, logging_steps=1, warmup_ratio=0.0,
                                   export_dtype="float16"))
     assert result.steps == 2

