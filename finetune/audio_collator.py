@@ -128,18 +128,21 @@ class AudioQACollator:
         head = self.processor(text=prefixes, audio=audios, sampling_rate=AUDIO_RATE, padding=True, return_tensors="pt")
         seqs, segments, positions, labels = [], [], [], []
         for i, r in enumerate(rows):
-            prefix_ids = head["input_ids"][i][head["attention_mask"][i].bool()].tolist()
-            ids, seg, pos, lab = list(prefix_ids), [0] * len(prefix_ids), list(range(len(prefix_ids))), \
-                [IGNORE_INDEX] * len(prefix_ids)
+            prefix = head["input_ids"][i][head["attention_mask"][i].bool()].tolist()
+            n = len(prefix)
+            ids, seg, pos, lab = list(prefix), [0] * n, list(range(n)), [IGNORE_INDEX] * n
             for k, (b, t) in enumerate(zip(branches[i], turns_of(r)), start=1):
                 (a, e), = self.answer_spans(b)
                 if b[a:e] != tok(t["answer"] + self.end_token, add_special_tokens=False)["input_ids"]:
                     raise ValueError(f"answer tokens of row {r.get('id', i)} do not match its answers")
                 ids += b
                 seg += [k] * len(b)
-                pos += range(len(prefix_ids), len(prefix_ids) + len(b))
+                pos += range(n, n + len(b))
                 lab += [IGNORE_INDEX] * a + b[a:e] + [IGNORE_INDEX] * (len(b) - e)
-            seqs.append(ids), segments.append(seg), positions.append(pos), labels.append(lab)
+            seqs.append(ids)
+            segments.append(seg)
+            positions.append(pos)
+            labels.append(lab)
         width = max(map(len, seqs))
 
         def pad(xs: list[list[int]], value: int) -> torch.Tensor:
