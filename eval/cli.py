@@ -26,6 +26,19 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Evaluate predictors and benchmark components.", no_args_is_help=True)
 
 
+def machine() -> str:
+    """Where a benchmark ran, for the heading printed above its numbers."""
+    import os
+    import platform
+
+    return f"{platform.node()}, {os.cpu_count()} CPUs"
+
+
+def write_json(out: Path | None, result) -> None:
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+
 @app.command("retrieval", cls=ConfigCommand)
 @from_config(config="eval.retrieval_bench:RetrievalBenchConfig")
 def retrieval(
@@ -356,13 +369,11 @@ def abnormal_cv(
 ) -> None:
     """Normal/abnormal (PhysioNet 2016 task): leave-one-subset-out and stratified k-fold CV of the shipped
     recipe, MAcc / UAR / sensitivity / specificity / AUROC beside the published baselines."""
-    import os
-    import platform
 
     from eval.abnormal_cv import baseline_markdown, markdown, run
 
     data, results = run(config)
-    typer.echo(f"# normal/abnormal CV on {config.data_root}; {platform.node()}, {os.cpu_count()} CPUs\n")
+    typer.echo(f"# normal/abnormal CV on {config.data_root}; {machine()}\n")
     typer.echo(markdown(data, results) + "\n")
     typer.echo(baseline_markdown())
     if out is not None:
@@ -379,16 +390,13 @@ def familiarity(
 ) -> None:
     """The familiarity gate: murmur Present / Unknown / Absent shares on PhysioNet 2016 normal and abnormal
     records before and after it, and CirCor validation W.acc / UAR with and without it."""
-    import os
-    import platform
 
     from eval.familiarity_bench import markdown, run
 
     result = run(config)
-    typer.echo(f"# familiarity gate; {platform.node()}, {os.cpu_count()} CPUs\n")
+    typer.echo(f"# familiarity gate; {machine()}\n")
     typer.echo(markdown(result))
-    if out is not None:
-        out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
 
 
 @app.command("familiarity-cv", cls=ConfigCommand)
@@ -399,16 +407,13 @@ def familiarity_cv(
 ) -> None:
     """The familiarity gate under a recipe's 5-fold CV: each fold's gate fitted on its training patients,
     out-of-fold murmur W.acc / UAR with and without it."""
-    import os
-    import platform
 
     from eval.familiarity_cv import markdown, run
 
     result = run(config)
-    typer.echo(f"# familiarity gate under {config.cv}; {platform.node()}, {os.cpu_count()} CPUs\n")
+    typer.echo(f"# familiarity gate under {config.cv}; {machine()}\n")
     typer.echo(markdown(result))
-    if out is not None:
-        out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
 
 
 @app.command("device-ablation", cls=ConfigCommand)
@@ -419,19 +424,15 @@ def device_ablation(
 ) -> None:
     """The cross-validated murmur recipes on another device: each fold's model on every PhysioNet 2016
     recording (the raw murmur call, no gates), beside the recipe's CirCor out-of-fold scores."""
-    import os
-    import platform
 
     from eval.device_ablation import ablation_rows, markdown, run
 
     readouts = run(config)
     n = readouts[0].recordings
     typer.echo(f"# murmur recipes on {config.physionet_root} ({n} recordings as one-recording patients, raw "
-               f"murmur call, mean ± std over fold models); {platform.node()}, {os.cpu_count()} CPUs\n")
+               f"murmur call, mean ± std over fold models); {machine()}\n")
     typer.echo(markdown(ablation_rows(readouts)))
     skipped = readouts[0].skipped
     if skipped:
         typer.echo(f"\n{skipped} recordings could not be read and are left out")
-    if out is not None:
-        out.write_text(json.dumps([{"recipe": r.recipe, "away": r.away, "home": r.home} for r in readouts],
-                                  indent=2) + "\n")
+    write_json(out, [{"recipe": r.recipe, "away": r.away, "home": r.home} for r in readouts])
