@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-RECIPES = ("cnn", "whisper-lp")
+ADAPTED = ("whisper-ft", "whisper-cp-in-lp", "whisper-cp-all-lp", "whisper-cp-in-ft", "whisper-cp-all-ft")
+RECIPES = ("cnn", "whisper-lp", *ADAPTED)
 
 
 def classifier_cv(
@@ -16,7 +17,8 @@ def classifier_cv(
     = Path("build/cv"),
     cv: Annotated[int, typer.Option("--cv", help="Folds (patient level, stratified as the project split).")] = 5,
     recipe: Annotated[Optional[list[str]], typer.Option(
-        help="Recipes to run before the tables: cnn, whisper-lp (repeatable; default: only print).")] = None,
+        help="Recipes to run before the tables: cnn, whisper-lp, and the adapted Whisper encoders whisper-ft, "
+             "whisper-cp-{in,all}-{lp,ft} (repeatable; default: only print).")] = None,
     only_fold: Annotated[Optional[list[int]], typer.Option(help="Run only these folds (repeatable).")] = None,
     cnn_members: Annotated[int, typer.Option(help="cnn: ensemble members per fold (the shipped recipe has 5).")] = 5,
     device_augment: Annotated[Optional[str], typer.Option(
@@ -25,7 +27,11 @@ def classifier_cv(
     whisper: Annotated[Path, typer.Option(help="whisper-lp: converted Whisper folder (finetune convert-whisper).")]
     = Path("build/whisper-tiny.en"),
     whisper_seconds: Annotated[Optional[float], typer.Option(
-        help="whisper-lp: encode only the centre this many seconds of each recording.")] = 10.0,
+        help="whisper-*: encode only the centre this many seconds of each recording.")] = 10.0,
+    physionet_root: Annotated[Optional[Path], typer.Option(
+        help="whisper-cp-all-*: a PhysioNet 2016 folder (e.g. ../shared/physionet2016-dev) added to CP.")] = None,
+    cp_steps: Annotated[int, typer.Option(help="whisper-cp-*: continued-pretraining steps per fold.")] = 150,
+    ft_epochs: Annotated[int, typer.Option(help="whisper-*-ft: fine-tuning epochs per fold.")] = 2,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     plot: Annotated[Optional[Path], typer.Option(help="Write the reliability and per-fold figure (PNG) here.")]
     = None,
@@ -69,12 +75,23 @@ def classifier_cv(
         import torch
 
         from eval.cv_probe import candidate_probes, run_probe
-        from eval.cv_whisper import whisper_embeddings
+        from eval.cv_whisper import labelled_refs, whisper_embeddings
 
         torch.set_num_threads(threads)
-        embeddings = whisper_embeddings(circor_root, whisper, out, max_seconds=whisper_seconds)
+        embeddings = whisper_embeddings(labelled_refs(circor_root), whisper, out, max_seconds=whisper_seconds)
         for probe in candidate_probes():
             run_probe(config, probe, embeddings, patients, splits, f"whisper-tiny.en-{whisper_seconds:g}s")
+    adapted = [r for r in recipe or [] if r in ADAPTED]
+    if adapted:
+        from eval.cv_adapt import AdaptStudyConfig, run_variant
+        from finetune.whisper_adapt import CPConfig, FTConfig
+
+        if whisper_seconds is None:
+            raise MurmurScopeError("the adapted Whisper recipes read a centre crop: give --whisper-seconds")
+        study = AdaptStudyConfig(whisper, physionet_root, whisper_seconds, cp=CPConfig(steps=cp_steps, threads=threads),
+                                 ft=FTConfig(epochs=ft_epochs, threads=threads))
+        for r in adapted:
+            run_variant(config, study, r.removeprefix("whisper-"), patients, splits)
     found = recipes(out)
     if not found:
         raise MurmurScopeError(f"{out}: no finished folds yet; run with --recipe cnn or --recipe whisper-lp")

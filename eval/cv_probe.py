@@ -177,25 +177,31 @@ def predict_fold(models: FoldModels, rec: Recordings, patients: list[Patient], r
     return out
 
 
+def probe_fold(config: CVConfig, name: str, probe: ProbeConfig, rec: Recordings, patients: list[Patient], splits,
+               k: int, info: dict) -> None:
+    """Fold `k` of one probe: fitted on every gathered recording outside the fold, written to
+    `config.out/name/fold{k}.json` (a finished fold is kept)."""
+    path = config.out / name / f"fold{k}.json"
+    if path.exists():
+        return
+    started = time.perf_counter()
+    index = {p.patient_id: i for i, p in enumerate(patients)}
+    held = {index[pid] for pid in splits[k].val}
+    train_rows = np.flatnonzero([i not in held for i in rec.patient])
+    test_rows = np.flatnonzero([i in held for i in rec.patient])
+    models = fit_fold(rec, patients, train_rows, probe)
+    rows = predict_fold(models, rec, patients, test_rows, k)
+    save_fold(path, rows, {"recipe": name, "probe": asdict(probe), **info,
+                           "minutes": info.get("minutes", 0.0) + (time.perf_counter() - started) / 60})
+
+
 def run_probe(config: CVConfig, probe: ProbeConfig, embeddings: dict[str, np.ndarray], patients: list[Patient],
               splits, encoder_name: str = "whisper-tiny.en") -> str:
     """Every requested fold of one probe configuration; returns the recipe's folder name."""
     name = f"{encoder_name}-{probe.name}"
-    folder = config.out / name
-    index = {p.patient_id: k for k, p in enumerate(patients)}
     rec = gather(patients, embeddings, probe)
     for k in tqdm(fold_indices(config), desc=name, leave=False):
-        path = folder / f"fold{k}.json"
-        if path.exists():
-            continue
-        started = time.perf_counter()
-        held = {index[pid] for pid in splits[k].val}
-        train_rows = np.flatnonzero([i not in held for i in rec.patient])
-        test_rows = np.flatnonzero([i in held for i in rec.patient])
-        models = fit_fold(rec, patients, train_rows, probe)
-        rows = predict_fold(models, rec, patients, test_rows, k)
-        save_fold(path, rows, {"recipe": name, "probe": asdict(probe), "encoder": encoder_name,
-                               "minutes": (time.perf_counter() - started) / 60})
+        probe_fold(config, name, probe, rec, patients, splits, k, {"encoder": encoder_name})
     return name
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from assistant.data.circor import read_folder
+from assistant.data.circor import RecordingRef, read_folder
 from assistant.errors import MurmurScopeError
 
 FRAMES_PER_BLOCK = 50  # one second of Whisper encoder frames
@@ -42,14 +42,17 @@ def centre_crop(samples: np.ndarray, n: int) -> np.ndarray:
     return samples[start : start + n]
 
 
-def whisper_embeddings(circor_root: Path, whisper: Path, cache_dir: Path = Path("build/cv"),
+def labelled_refs(circor_root: Path) -> list[RecordingRef]:
+    return [r for p in read_folder(circor_root) if p.labels is not None for r in p.recordings]
+
+
+def whisper_embeddings(refs: list[RecordingRef], whisper: Path, cache_dir: Path = Path("build/cv"),
                        max_seconds: float | None = None, progress: bool = True) -> dict[str, np.ndarray]:
-    """recording name -> (depths, seconds, dim) block means, computed once per (folder, model, crop).
+    """recording name -> (depths, seconds, dim) block means, computed once per (recordings, model, crop).
 
     `max_seconds`: encode only the centre this long of each recording (what a busy 2-core CPU affords)."""
     from assistant.murmur.whisper import load_whisper
 
-    refs = [r for p in read_folder(circor_root) if p.labels is not None for r in p.recordings]
     model_id = hashlib.sha1((Path(whisper) / "model.safetensors").read_bytes()).hexdigest()
     key = hashlib.sha1(json.dumps([model_id, max_seconds, [str(r.audio_path) for r in refs]]).encode()).hexdigest()[:12]
     path = cache_dir / f"whisper-{key}.npz"
