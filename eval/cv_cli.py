@@ -53,6 +53,7 @@ def classifier_cv(
         murmur_rows,
         plot_cv,
         recipes,
+        study_markdown,
     )
 
     bad = [r for r in recipe or [] if r not in RECIPES]
@@ -98,7 +99,9 @@ def classifier_cv(
     console = Console(width=200)
     console.print(f"# {len(patients)} patients, {cv}-fold CV; {platform.node()} {os.cpu_count()} CPUs\n",
                   highlight=False)
-    console.print(murmur_markdown(murmur_rows(found, cv)) + "\n", highlight=False)
+    rows = murmur_rows(found, cv)
+    console.print("## Each recipe under its own decision\n\n" + study_markdown(rows) + "\n", highlight=False)
+    console.print("## Every decision rule\n\n" + murmur_markdown(rows) + "\n", highlight=False)
     console.print(calibration_lines(found) + "\n", highlight=False)
     console.print(feature_markdown(found, patients, splits) + "\n", highlight=False)
     console.print(cost_lines(found), highlight=False)

@@ -70,6 +70,11 @@ def murmur_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def study_markdown(rows: list[dict]) -> str:
+    """Seed 002's Table 1, one line per recipe under its own decision rule (the full table has every rule)."""
+    return murmur_markdown([r for r in rows if r["rule"] == "own"])
+
+
 def feature_markdown(found: dict[str, tuple[list[OOFPatient], dict]], patients: list[Patient],
                      splits: list[Split]) -> str:
     """Per recipe and feature: UAR mean ± std over folds, the majority baseline's, and in how many folds the
