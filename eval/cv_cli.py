@@ -35,6 +35,9 @@ def classifier_cv(
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     plot: Annotated[Optional[Path], typer.Option(help="Write the reliability and per-fold figure (PNG) here.")]
     = None,
+    study_plot: Annotated[Optional[Path], typer.Option(
+        help="Write the per-recipe figure (per-fold AUROC, W.acc, UAR under each recipe's own decision; PNG) here.")]
+    = None,
 ) -> None:
     """5-fold cross-validation of the murmur recipes on every labelled patient: macro AUROC, W.acc, UAR and ECE
     (mean ± std over folds), and the systolic features against the majority baseline."""
@@ -52,6 +55,7 @@ def classifier_cv(
         murmur_markdown,
         murmur_rows,
         plot_cv,
+        plot_study,
         recipes,
         study_markdown,
     )
@@ -107,3 +111,5 @@ def classifier_cv(
     console.print(cost_lines(found), highlight=False)
     if plot is not None:
         console.print(f"wrote {plot_cv(found, plot)}", highlight=False)
+    if study_plot is not None:
+        console.print(f"wrote {plot_study(found, study_plot)}", highlight=False)

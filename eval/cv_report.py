@@ -167,3 +167,30 @@ def plot_cv(found: dict[str, tuple[list[OOFPatient], dict]], path: Path) -> Path
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
+
+
+def plot_study(found: dict[str, tuple[list[OOFPatient], dict]], path: Path) -> Path:
+    """Seed 002's Table 1 as a figure: each recipe's per-fold macro AUROC, W.acc and UAR under its own decision
+    (dots) and their mean (bar), so that the differences can be read against the folds' spread."""
+    from eval.report import _plt
+
+    plt = _plt()
+    names = list(found)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 0.9 + 0.32 * len(names)), sharey=True)
+    for ax, (metric, title) in zip(axes, (("auroc", "macro AUROC"), ("wacc", "weighted accuracy"), ("uar", "UAR"))):
+        for y, name in enumerate(names):
+            per_fold = [f[metric] for f in murmur_table(found[name][0]).values()]
+            ax.barh(y, float(np.mean(per_fold)), color="C0" if name.startswith("cnn") else "C1", alpha=0.35)
+            ax.scatter(per_fold, [y] * len(per_fold), color="k", s=8, zorder=3)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlim(0.3, 1.0)
+        ax.grid(axis="x", lw=0.3)
+    axes[0].set_yticks(range(len(names)), names, fontsize=6)
+    axes[0].invert_yaxis()
+    fig.suptitle("5-fold patient-level CV on 611 CirCor patients: per-fold out-of-fold scores (dots) and mean (bar)",
+                 fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path

@@ -109,8 +109,12 @@ def test_cv_command_prints_the_tables_from_fold_files_and_refuses_bad_input(synt
     for k, split in enumerate(fold_patients(patients, 2, 2022)):
         rows = [_row(p.patient_id, k, p.labels.murmur, [0.6, 0.2, 0.2]) for p in patients if p.patient_id in split.val]
         save_fold(tmp_path / "always-present" / f"fold{k}.json", rows, {"minutes": 0.5})
-    result = CliRunner().invoke(app, [*base, "--plot", str(tmp_path / "cv.png")])
+    result = CliRunner().invoke(app, [*base, "--plot", str(tmp_path / "cv.png"), "--study-plot",
+                                      str(tmp_path / "study.png")])
     assert result.exit_code == 0, result.output
+    own = result.output.split("## Every decision rule")[0]
+    assert "| always-present | own | 2/2 |" in own and "oof-vector" not in own
+    assert (tmp_path / "study.png").read_bytes()[:4] == b"\x89PNG"
     assert "| always-present | own | 2/2 |" in result.output
     assert "| always-present | oof-temperature | 2/2 |" in result.output
     assert "| always-present | oof-vector | 2/2 |" in result.output
