@@ -137,6 +137,10 @@ def test_cv_study_runs_every_fold_from_the_training_side_only(small_whisper, tmp
         ft = json.loads((config.out / "encoders" / "cp-in-ft" / f"fold{k}" / "adapt.json").read_text())
         assert cp["patients"] == len(split.train)  # the fold's own patients never reach its encoders
         assert ft["patients"] < len(split.train)  # FT on one half; the probe fits on the other
+    run_variant(config, study, "ft-whole", patients, splits)
+    for k, split in enumerate(splits):
+        whole = json.loads((config.out / "encoders" / "pretrained-whole-ft" / f"fold{k}" / "adapt.json").read_text())
+        assert whole["patients"] == len(split.train)
     with pytest.raises(MurmurScopeError, match="physionet-root"):
         run_variant(config, study, "cp-all-lp", patients, splits)
     with pytest.raises(MurmurScopeError, match="unknown adaptation variant"):
