@@ -107,6 +107,16 @@ def _schedule(optimizer: torch.optim.Optimizer, steps: int, warmup: float) -> to
         optimizer, lambda s: min((s + 1) / w, max(0.0, (steps - s) / max(1, steps - w))))
 
 
+def _step(loss: torch.Tensor, encoder: nn.Module, optimizer: torch.optim.Optimizer,
+          scheduler: torch.optim.lr_scheduler.LRScheduler) -> float:
+    optimizer.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
+
+
 def masked_prediction_loss(encoder: WhisperAudioEncoder, head: nn.Linear, crops: torch.Tensor,
                            config: CPConfig, rng: np.random.Generator) -> torch.Tensor:
     mel = encoder.to_mel(crops)  # (B, n_mels, F)
@@ -135,13 +145,7 @@ def continue_pretraining(encoder: WhisperAudioEncoder, waves: list[np.ndarray], 
     bar = tqdm(range(config.steps), desc="continued pretraining", disable=not progress)
     for _ in bar:
         crops = random_crops(waves, rng.integers(0, len(waves), config.batch_size), n, rng)
-        loss = masked_prediction_loss(encoder, head, crops, config, rng)
-        optimizer.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        losses.append(loss.item())
+        losses.append(_step(masked_prediction_loss(encoder, head, crops, config, rng), encoder, optimizer, scheduler))
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     encoder.eval()
     return {"objective": "masked log-mel prediction (L1, masked frames)", "recordings": len(waves),
@@ -173,13 +177,7 @@ def fine_tune(encoder: WhisperAudioEncoder, waves: list[np.ndarray], labels: np.
             idx = order[s * config.batch_size : (s + 1) * config.batch_size]
             y = torch.from_numpy(labels[idx]).long()
             logits = head(encoder.frames(random_crops(waves, idx, n, rng)).mean(1))
-            loss = nn.functional.cross_entropy(logits, y, weight=weight)
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
+            losses.append(_step(nn.functional.cross_entropy(logits, y, weight=weight), encoder, optimizer, scheduler))
             correct.append(float((logits.argmax(1) == y).float().mean()))
             bar.update()
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
