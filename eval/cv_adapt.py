@@ -50,13 +50,31 @@ class AdaptStudyConfig:
     ft: FTConfig = field(default_factory=FTConfig)
     progress: bool = True
 
+    def cp_name(self, corpus: str) -> str:
+        return f"cp-{corpus}" + _tag(self.cp, CPConfig(), {"steps": "s", "lr": "lr"})
+
+    def ft_name(self) -> str:
+        return "ft" + _tag(self.ft, FTConfig(), {"epochs": "e", "lr": "lr"})
+
+    def label(self, variant: str) -> str:
+        """The variant with the CP and FT settings that differ from their defaults, so that another setting never
+        reuses (or overwrites) this one's encoders and folds."""
+        parts = variant.split("-")
+        if parts[0] == "cp":
+            parts[:2] = [self.cp_name(parts[1])]
+        return "-".join(self.ft_name() if p == "ft" else p for p in parts)
+
+
+def _tag(config, default, short: dict[str, str]) -> str:
+    return "".join(f"-{s}{getattr(config, f):g}" for f, s in short.items() if getattr(config, f) != getattr(default, f))
+
 
 def probes() -> list[ProbeConfig]:
     return [p for p in candidate_probes() if p.c == 0.01]
 
 
 def recipe_names(study: AdaptStudyConfig, variant: str) -> list[str]:
-    return [f"whisper-tiny.en-{study.seconds:g}s-{variant}-{p.name}" for p in probes()]
+    return [f"whisper-tiny.en-{study.seconds:g}s-{study.label(variant)}-{p.name}" for p in probes()]
 
 
 def _physionet_refs(root: Path | None) -> list[RecordingRef]:
@@ -78,7 +96,7 @@ def cp_encoder(config: CVConfig, study: AdaptStudyConfig, k: int, corpus: str, t
         return {**continue_pretraining(encoder, waves, study.cp, study.progress), "corpus": corpus,
                 "patients": len(train), "fold": k}
 
-    return adapt(study.whisper, config.out / "encoders" / f"cp-{corpus}" / f"fold{k}", run, study.cp)
+    return adapt(study.whisper, config.out / "encoders" / study.cp_name(corpus) / f"fold{k}", run, study.cp)
 
 
 def ft_encoder(config: CVConfig, study: AdaptStudyConfig, k: int, base: Path, base_name: str,
@@ -91,7 +109,7 @@ def ft_encoder(config: CVConfig, study: AdaptStudyConfig, k: int, base: Path, ba
         labels = np.array([recording_label(by_name[r.name], r.site) for r in kept])
         return {**fine_tune(encoder, waves, labels, 3, study.ft, study.progress), "patients": len(train), "fold": k}
 
-    return adapt(base, config.out / "encoders" / f"{base_name}-ft" / f"fold{k}", run, study.ft)
+    return adapt(base, config.out / "encoders" / f"{base_name}-{study.ft_name()}" / f"fold{k}", run, study.ft)
 
 
 def run_variant(config: CVConfig, study: AdaptStudyConfig, variant: str, patients: list[Patient],
@@ -107,7 +125,7 @@ def run_variant(config: CVConfig, study: AdaptStudyConfig, variant: str, patient
         base, base_name = study.whisper, "pretrained"
         if variant.startswith("cp-"):
             corpus = variant.split("-")[1]
-            base, base_name = cp_encoder(config, study, k, corpus, train), f"cp-{corpus}"
+            base, base_name = cp_encoder(config, study, k, corpus, train), study.cp_name(corpus)
         probe_ids = {p.patient_id for p in train}
         if variant == "ft-whole":
             base = ft_encoder(config, study, k, base, "pretrained-whole", train)
@@ -119,7 +137,7 @@ def run_variant(config: CVConfig, study: AdaptStudyConfig, variant: str, patient
         refs = [r for p in patients if p.patient_id in wanted for r in p.recordings]
         embeddings = whisper_embeddings(refs, base, config.out / "embeddings", max_seconds=study.seconds,
                                         progress=study.progress)
-        info = {"encoder": str(base), "variant": variant, "seconds": study.seconds,
+        info = {"encoder": str(base), "variant": study.label(variant), "seconds": study.seconds,
                 "probe_patients": len(probe_ids)}
         for probe, name in zip(probes(), names):
             probe_fold(config, name, probe, gather(patients, embeddings, probe), patients, splits, k, info)

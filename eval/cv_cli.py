@@ -32,8 +32,9 @@ def classifier_cv(
         help="whisper-*: encode only the centre this many seconds of each recording.")] = 10.0,
     physionet_root: Annotated[Optional[Path], typer.Option(
         help="whisper-cp-all-*: a PhysioNet 2016 folder (e.g. ../shared/physionet2016-dev) added to CP.")] = None,
-    cp_steps: Annotated[int, typer.Option(help="whisper-cp-*: continued-pretraining steps per fold.")] = 150,
-    ft_epochs: Annotated[int, typer.Option(help="whisper-*-ft: fine-tuning epochs per fold.")] = 2,
+    cp_steps: Annotated[int, typer.Option(help="whisper-cp-*: continued-pretraining steps per fold.")] = 200,
+    cp_lr: Annotated[float, typer.Option(help="whisper-cp-*: continued-pretraining learning rate.")] = 1e-4,
+    ft_epochs: Annotated[int, typer.Option(help="whisper-*ft*: fine-tuning epochs per fold.")] = 3,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     plot: Annotated[Optional[Path], typer.Option(help="Write the reliability and per-fold figure (PNG) here.")]
     = None,
@@ -95,7 +96,8 @@ def classifier_cv(
 
         if whisper_seconds is None:
             raise MurmurScopeError("the adapted Whisper recipes read a centre crop: give --whisper-seconds")
-        study = AdaptStudyConfig(whisper, physionet_root, whisper_seconds, cp=CPConfig(steps=cp_steps, threads=threads),
+        study = AdaptStudyConfig(whisper, physionet_root, whisper_seconds,
+                                 cp=CPConfig(steps=cp_steps, lr=cp_lr, threads=threads),
                                  ft=FTConfig(epochs=ft_epochs, threads=threads))
         for r in adapted:
             run_variant(config, study, r.removeprefix("whisper-"), patients, splits)

@@ -48,7 +48,7 @@ class AdaptConfig:
 
 @dataclass
 class CPConfig(AdaptConfig):
-    steps: int = field(default=150, metadata={"help": "Optimisation steps of continued pretraining."})
+    steps: int = field(default=200, metadata={"help": "Optimisation steps of continued pretraining."})
     lr: float = field(default=1e-4, metadata={"help": "Encoder learning rate (AdamW, linear warm-up and decay)."})
     mask_fraction: float = field(default=0.3, metadata={"help": "Share of the encoder frames masked per crop."})
     mask_span: int = field(default=5, metadata={"help": "Length of each masked span in encoder frames (20 ms)."})
@@ -61,7 +61,7 @@ class CPConfig(AdaptConfig):
 
 @dataclass
 class FTConfig(AdaptConfig):
-    epochs: int = field(default=2, metadata={"help": "Passes over the recordings (one crop each per pass)."})
+    epochs: int = field(default=3, metadata={"help": "Passes over the recordings (one crop each per pass)."})
     head_lr: float = field(default=1e-3, metadata={"help": "Learning rate of the new linear layer."})
 
 

@@ -131,15 +131,16 @@ def test_cv_study_runs_every_fold_from_the_training_side_only(small_whisper, tmp
     for name in names:
         rows, infos = load_recipe(config.out / name)
         assert sorted(r.patient_id for r in rows) == sorted(p.patient_id for p in patients)
-        assert infos[0]["variant"] == "cp-in-ft"
+        assert infos[0]["variant"] == study.label("cp-in-ft") == "cp-in-s2-ft-e1"  # the settings that differ
     for k, split in enumerate(splits):
-        cp = json.loads((config.out / "encoders" / "cp-in" / f"fold{k}" / "adapt.json").read_text())
-        ft = json.loads((config.out / "encoders" / "cp-in-ft" / f"fold{k}" / "adapt.json").read_text())
+        encoders = config.out / "encoders"
+        cp = json.loads((encoders / "cp-in-s2" / f"fold{k}" / "adapt.json").read_text())
+        ft = json.loads((encoders / "cp-in-s2-ft-e1" / f"fold{k}" / "adapt.json").read_text())
         assert cp["patients"] == len(split.train)  # the fold's own patients never reach its encoders
         assert ft["patients"] < len(split.train)  # FT on one half; the probe fits on the other
     run_variant(config, study, "ft-whole", patients, splits)
     for k, split in enumerate(splits):
-        whole = json.loads((config.out / "encoders" / "pretrained-whole-ft" / f"fold{k}" / "adapt.json").read_text())
+        whole = json.loads((config.out / "encoders" / "pretrained-whole-ft-e1" / f"fold{k}" / "adapt.json").read_text())
         assert whole["patients"] == len(split.train)
     with pytest.raises(MurmurScopeError, match="physionet-root"):
         run_variant(config, study, "cp-all-lp", patients, splits)
