@@ -55,6 +55,7 @@ def classifier_cv(
         calibration_lines,
         cost_lines,
         feature_markdown,
+        feature_summary_markdown,
         murmur_markdown,
         murmur_rows,
         plot_cv,
@@ -111,6 +112,8 @@ def classifier_cv(
     console.print("## Each recipe under its own decision\n\n" + study_markdown(rows) + "\n", highlight=False)
     console.print("## Every decision rule\n\n" + murmur_markdown(rows) + "\n", highlight=False)
     console.print(calibration_lines(found) + "\n", highlight=False)
+    console.print("## Systolic features and location: mean UAR (folds above the majority baseline)\n\n"
+                  + feature_summary_markdown(found, patients, splits) + "\n", highlight=False)
     console.print(feature_markdown(found, patients, splits) + "\n", highlight=False)
     console.print(cost_lines(found), highlight=False)
     if plot is not None:

@@ -95,6 +95,23 @@ def feature_markdown(found: dict[str, tuple[list[OOFPatient], dict]], patients: 
     return "\n".join(lines)
 
 
+def feature_summary_markdown(found: dict[str, tuple[list[OOFPatient], dict]], patients: list[Patient],
+                             splits: list[Split]) -> str:
+    """One line per recipe: each systolic feature's mean UAR over folds and in how many folds it beat the
+    majority baseline (the full table has the spread and the baselines)."""
+    by_id = {p.patient_id: p for p in patients}
+    lines = ["| recipe | " + " | ".join(SYSTOLIC_FEATURES) + " |", "|---|" + "---|" * len(SYSTOLIC_FEATURES)]
+    for name, (oof, _) in found.items():
+        table = feature_table(oof, by_id, splits, SYSTOLIC_FEATURES)
+        cells = []
+        for feature in SYSTOLIC_FEATURES:
+            folds = table.get(feature, {})
+            above = sum(o > b for o, b in folds.values())
+            cells.append(f"{np.mean([o for o, _ in folds.values()]):.3f} ({above}/{len(folds)})" if folds else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def calibration_lines(found: dict[str, tuple[list[OOFPatient], dict]]) -> str:
     """Per recipe: its pooled OOF ECE beside the ECE a perfectly calibrated model with the same
     probabilities would score, per fold and pooled, so the table's ECE column can be read against it."""

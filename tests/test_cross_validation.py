@@ -115,6 +115,8 @@ def test_cv_command_prints_the_tables_from_fold_files_and_refuses_bad_input(synt
     own = result.output.split("## Every decision rule")[0]
     assert "| always-present | own | 2/2 |" in own and "oof-vector" not in own
     assert (tmp_path / "study.png").read_bytes()[:4] == b"\x89PNG"
+    assert any(line.startswith("| always-present | ") and line.count("/2)") + line.count(" - ") == 6
+               for line in result.output.splitlines())  # the one-line feature summary (no feature heads)
     assert "| always-present | own | 2/2 |" in result.output
     assert "| always-present | oof-temperature | 2/2 |" in result.output
     assert "| always-present | oof-vector | 2/2 |" in result.output
