@@ -9,8 +9,8 @@ uses the downstream data's train and validation sets and never its test set:
 - `ft`, `cp-…-ft`: FT on half of the training patients (stratified as the project split), then the LP probe
   (recording model, patient stacker, feature probes) fitted on the other half only. The stacker must learn how
   the fine-tuned encoder behaves on patients it did not train on: split-sample stacking, as the CNN recipe's
-  `head_fraction` does. `ft-whole`: FT and the probe both on all the training patients, to measure what the
-  split costs (its stacker learns from patients the encoder was fitted on, so its calls may be overconfident).
+  `head_fraction` does. `ft-whole`, `cp-…-ft-whole`: FT and the probe both on all the training patients, to
+  measure what the split costs (the stacker then learns from patients the encoder was fitted on).
 Each variant is read at both depths of the LP grid with its stronger L2 (C = 0.01: the frozen encoder's better
 AUROC in three of its four comparisons, 10 s and 6 s crops, and within 0.003 in the fourth); the other C would
 double the probes' cost on 2 cores.
@@ -39,7 +39,7 @@ from finetune.whisper_adapt import (
     load_waveforms,
 )
 
-VARIANTS = ("ft", "ft-whole", "cp-in-lp", "cp-all-lp", "cp-in-ft", "cp-all-ft")
+VARIANTS = ("ft", "ft-whole", "cp-in-lp", "cp-all-lp", "cp-in-ft", "cp-all-ft", "cp-in-ft-whole", "cp-all-ft-whole")
 
 
 @dataclass(frozen=True)
@@ -131,8 +131,8 @@ def run_variant(config: CVConfig, study: AdaptStudyConfig, variant: str, patient
             corpus = variant.split("-")[1]
             base, base_name = cp_encoder(config, study, k, corpus, train), study.cp_name(corpus)
         probe_ids = {p.patient_id for p in train}
-        if variant == "ft-whole":
-            base = ft_encoder(config, study, k, base, "pretrained-whole", train)
+        if variant.endswith("ft-whole"):
+            base = ft_encoder(config, study, k, base, f"{base_name}-whole", train)
         elif variant.endswith("ft"):
             halves = split_patients(train, SplitConfig(val_fraction=study.probe_fraction, seed=config.seed + k))
             base = ft_encoder(config, study, k, base, base_name, [p for p in train if p.patient_id in halves.train])

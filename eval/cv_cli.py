@@ -9,7 +9,7 @@ import typer
 
 # eval.cv_adapt.VARIANTS, prefixed (not imported: it pulls in torch, and --help should stay quick)
 ADAPTED = ("whisper-ft", "whisper-ft-whole", "whisper-cp-in-lp", "whisper-cp-all-lp", "whisper-cp-in-ft",
-           "whisper-cp-all-ft")
+           "whisper-cp-all-ft", "whisper-cp-in-ft-whole", "whisper-cp-all-ft-whole")
 RECIPES = ("cnn", "whisper-lp", *ADAPTED)
 
 
@@ -20,7 +20,7 @@ def classifier_cv(
     cv: Annotated[int, typer.Option("--cv", help="Folds (patient level, stratified as the project split).")] = 5,
     recipe: Annotated[Optional[list[str]], typer.Option(
         help="Recipes to run before the tables: cnn, whisper-lp, and the adapted Whisper encoders whisper-ft, "
-             "whisper-ft-whole, whisper-cp-{in,all}-{lp,ft} (repeatable; default: only print).")] = None,
+             "whisper-ft-whole, whisper-cp-{in,all}-{lp,ft,ft-whole} (repeatable; default: only print).")] = None,
     only_fold: Annotated[Optional[list[int]], typer.Option(help="Run only these folds (repeatable).")] = None,
     cnn_members: Annotated[int, typer.Option(help="cnn: ensemble members per fold (the shipped recipe has 5).")] = 5,
     device_augment: Annotated[Optional[str], typer.Option(
