@@ -5,8 +5,9 @@ Qwen2.5-Instruct's chat template (tools listed in the system turn inside `<tools
 `<tool_call>\\n{"name": ..., "arguments": {...}}\\n</tool_call>`, results as a user turn wrapped in
 `<tool_response>`), a byte-level BPE trained on the text it is shown and must say, `<tool_call>` and
 `</tool_call>` as added (not special) tokens as in Qwen2.5's tokenizer, so vLLM's hermes parser sees them in
-the decoded text. A few hundred AdamW steps on CPU (at most 1000) make it memorise its behaviours (`Behaviour`): the
-first answer to a question (a tool call or plain text) and the answer after the tool's result.
+the decoded text. A few hundred to a few thousand AdamW steps on CPU (training stops once it has) make it
+memorise its behaviours (`Behaviour`): the first answer to a question (a tool call or plain text) and the
+answer after the tool's result.
 
 The model is cached under build/ in a folder named by the hash of its recipe (every training text, the
 tool schemas, the hyper-parameters, the template and
@@ -121,7 +122,9 @@ class ToolChatModelRecipe:
     hidden_size: int = 128
     layers: int = 2
     max_positions: int = 8192
-    steps: int = 1000
+    # What it takes moves with the findings' text and the installed tokenizer: 575 steps on 2026-12-02, 1,425 on
+    # 2026-12-05 (when 1000 failed). A ceiling, not a count: training stops once every answer is memorised.
+    steps: int = 3000
     learning_rate: float = 3e-3
     batch_size: int = 4
     seed: int = 0
