@@ -57,12 +57,19 @@ class CPConfig(AdaptConfig):
         super().__post_init__()
         if not 0.0 < self.mask_fraction < 1.0:
             raise ConfigError(f"--mask-fraction must lie in (0, 1), not {self.mask_fraction}")
+        if self.steps < 1:
+            raise ConfigError(f"--cp-steps must be at least 1, not {self.steps}")
 
 
 @dataclass
 class FTConfig(AdaptConfig):
     epochs: int = field(default=3, metadata={"help": "Passes over the recordings (one crop each per pass)."})
     head_lr: float = field(default=1e-3, metadata={"help": "Learning rate of the new linear layer."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.epochs < 1:
+            raise ConfigError(f"--ft-epochs must be at least 1, not {self.epochs}")
 
 
 def load_waveforms(refs: list[RecordingRef], rate: int, progress: bool = True,

@@ -62,6 +62,17 @@ def test_configs_refuse_nonsense():
         CPConfig(mask_fraction=1.5)
     with pytest.raises(ConfigError, match="crop-seconds"):
         FTConfig(crop_seconds=0.1)
+    with pytest.raises(ConfigError, match="cp-steps"):
+        CPConfig(steps=0)
+    with pytest.raises(ConfigError, match="ft-epochs"):
+        FTConfig(epochs=0)
+
+
+def test_the_cli_names_every_variant():
+    from eval.cv_adapt import VARIANTS
+    from eval.cv_cli import ADAPTED
+
+    assert ADAPTED == tuple(f"whisper-{v}" for v in VARIANTS)
 
 
 def _masked_error(encoder, config: CPConfig) -> float:
