@@ -192,7 +192,7 @@ def probe_fold(config: CVConfig, name: str, probe: ProbeConfig, rec: Recordings,
     models = fit_fold(rec, patients, train_rows, probe)
     rows = predict_fold(models, rec, patients, test_rows, k)
     save_fold(path, rows, {"recipe": name, "probe": asdict(probe), **info,
-                           "minutes": info.get("minutes", 0.0) + (time.perf_counter() - started) / 60})
+                           "minutes": (time.perf_counter() - started) / 60})
 
 
 def run_probe(config: CVConfig, probe: ProbeConfig, embeddings: dict[str, np.ndarray], patients: list[Patient],
