@@ -21,23 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from assistant.data.circor import Patient, RecordingRef
-from assistant.data.labels import MURMUR_CLASSES
 from assistant.data.split import Split, SplitConfig, split_patients
 from assistant.errors import MurmurScopeError
 from eval.cross_validation import CVConfig, fold_indices
-from eval.cv_probe import ProbeConfig, candidate_probes, gather, probe_fold, recording_label
+from eval.cv_probe import ProbeConfig, candidate_probes, gather, probe_fold
 from eval.cv_whisper import whisper_embeddings
-from finetune.whisper_adapt import (
-    CPConfig,
-    FTConfig,
-    adapt,
-    continue_pretraining,
-    fine_tune,
-    load_waveforms,
-)
+from finetune.whisper_adapt import CPConfig, FTConfig, adapt, continue_pretraining, load_waveforms
+from finetune.whisper_features import fine_tune_patients
 
 VARIANTS = ("ft", "ft-whole", "cp-in-lp", "cp-all-lp", "cp-in-ft", "cp-all-ft", "cp-in-ft-whole", "cp-all-ft-whole")
 
@@ -103,16 +94,8 @@ def cp_encoder(config: CVConfig, study: AdaptStudyConfig, k: int, corpus: str, t
 
 def ft_encoder(config: CVConfig, study: AdaptStudyConfig, k: int, base: Path, base_name: str,
                train: list[Patient]) -> Path:
-    refs = [(r, p) for p in train for r in p.recordings]
-
-    def run(encoder):
-        waves, kept = load_waveforms([r for r, _ in refs], encoder.rate, study.progress, desc=f"fold {k} FT audio")
-        by_name = {r.name: p for r, p in refs}
-        labels = np.array([recording_label(by_name[r.name], r.site) for r in kept])
-        log = fine_tune(encoder, waves, labels, len(MURMUR_CLASSES), study.ft, study.progress)
-        return {**log, "patients": len(train), "fold": k}
-
-    return adapt(base, config.out / "encoders" / f"{base_name}-{study.ft_name()}" / f"fold{k}", run, study.ft)
+    return fine_tune_patients(base, config.out / "encoders" / f"{base_name}-{study.ft_name()}" / f"fold{k}", train,
+                              study.ft, study.progress, desc=f"fold {k} FT audio", fold=k)
 
 
 def run_variant(config: CVConfig, study: AdaptStudyConfig, variant: str, patients: list[Patient],

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from assistant.data.circor import Patient
 from assistant.data.labels import FEATURES, LOCATIONS, MURMUR_CLASSES
+from assistant.murmur.whisper import pooled
 from eval.cross_validation import SYSTOLIC_FEATURES, CVConfig, OOFPatient, feature_truth, fold_indices, save_fold
 
 PRESENT, UNKNOWN, ABSENT = (MURMUR_CLASSES.index(c) for c in ("Present", "Unknown", "Absent"))
@@ -53,8 +54,7 @@ def recording_label(patient: Patient, site: str | None) -> int:
 
 def recording_vector(blocks: np.ndarray, config: ProbeConfig) -> np.ndarray:
     """(depths, seconds, dim) block means -> the probe's input."""
-    x = blocks[config.depth].astype(np.float32)
-    return np.concatenate([x.mean(0), x.std(0)]) if config.pooling == "meanstd" else x.mean(0)
+    return pooled(blocks, config.depth, config.pooling)
 
 
 @dataclass

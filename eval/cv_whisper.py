@@ -1,9 +1,5 @@
-"""Frozen Whisper embeddings of every CirCor recording, cached for linear probing under cross-validation.
-
-Per recording and per depth (after the convolutions, after each transformer layer) the encoder states are
-averaged over consecutive 1 s blocks (50 frames): any window's mean is then a mean of blocks, so the probe
-can train on sub-window views and predict on the whole recording without running the encoder again.
-"""
+"""Whisper embeddings of every CirCor recording (`assistant.murmur.whisper.block_means`: per depth, the encoder
+states averaged over 1 s blocks), cached for linear probing under cross-validation."""
 
 from __future__ import annotations
 
@@ -12,34 +8,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from assistant.data.circor import RecordingRef, read_folder
 from assistant.errors import MurmurScopeError
-
-FRAMES_PER_BLOCK = 50  # one second of Whisper encoder frames
-
-
-@torch.inference_mode()
-def block_means(encoder, samples: np.ndarray) -> np.ndarray:
-    """(depths, seconds, dim) float16 for one 16 kHz recording, window by window (30 s each)."""
-    n = encoder.to_mel.config.window_samples
-    out = []
-    for s in range(0, len(samples), n):
-        chunk = samples[s : s + n]
-        if s > 0 and len(chunk) < encoder.to_mel.config.n_fft * 4:
-            break
-        states = torch.stack(encoder.hidden_states(encoder.to_mel(torch.from_numpy(chunk)[None])))[:, 0]
-        blocks = max(1, states.shape[1] // FRAMES_PER_BLOCK)
-        used = states[:, : blocks * FRAMES_PER_BLOCK] if states.shape[1] >= FRAMES_PER_BLOCK else states
-        out.append(used.reshape(states.shape[0], blocks, -1, states.shape[-1]).mean(2))
-    return torch.cat(out, 1).half().numpy()
-
-
-def centre_crop(samples: np.ndarray, n: int) -> np.ndarray:
-    start = max(0, (len(samples) - n) // 2)
-    return samples[start : start + n]
+from assistant.murmur.whisper import block_means, centre_crop
 
 
 def labelled_refs(circor_root: Path) -> list[RecordingRef]:

@@ -173,8 +173,12 @@ class ClassifierPredictor:
             self.model.config = replace(self.model.config, decision=self.decision)
 
     def fingerprint(self) -> dict:
+        from assistant.murmur.whisper_features import READER_DIR
+
         digest = hashlib.sha256()
-        for f in sorted(self.folder.glob("murmur*")):
+        # The feature reader beside the weights changes the features, so a cached run made without it (or with
+        # another one) must not be resumed.
+        for f in sorted(self.folder.glob("murmur*")) + sorted((self.folder / READER_DIR).glob("*")):
             digest.update(f.name.encode() + f.read_bytes())
         return {"predictor": "classifier", "weights_sha256": digest.hexdigest()} | (
             {"decision": self.decision} if self.decision is not None else {})

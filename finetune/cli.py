@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from finetune.segmenter import SegmenterTrainConfig
     from finetune.sft import AudioSFTConfig
     from finetune.tiny_model import TinyModelConfig
+    from finetune.whisper_features import WhisperFeaturesTrainConfig
 
 app = typer.Typer(help="Train the segmenter, the murmur models and the audio-LLM.", no_args_is_help=True)
 
@@ -163,3 +164,16 @@ def familiarity(config: FamiliarityTrainConfig) -> None:
     f = model.config.fitted_on
     typer.echo(f"wrote {config.out}: {f['recordings']} recordings of {f['patients']} training patients, threshold "
                f"{model.config.threshold:.2f} (percentile {model.config.percentile:g}, shrinkage {f['shrinkage']:.3f})")
+
+
+@app.command("whisper-features", cls=ConfigCommand)
+@from_config(config="finetune.whisper_features:WhisperFeaturesTrainConfig", yaml=True)
+def whisper_features(config: WhisperFeaturesTrainConfig) -> None:
+    """Fine-tune Whisper on every labelled patient and fit the probes that read the systolic timing, shape,
+    pitch and quality (the CV's choice for them); the murmur model uses a reader in its weights folder."""
+    from finetune.whisper_features import train
+
+    reader = train(config)
+    t = reader.config.training
+    typer.echo(f"wrote {config.out}: {', '.join(reader.config.features)} from {t['recordings']} recordings of "
+               f"{t['patients']} patients (fine-tuning {t['fine_tuning']['minutes']:.1f} min)")

@@ -1,7 +1,9 @@
 """Murmur prediction for a patient: Present / Unknown / Absent, per-recording probabilities, and the
 11 CirCor murmur features. `MurmurModel.load()` with no path loads the weights shipped in
 assistant/murmur/weights: an ensemble of `members` (encoder, multi-site head, feature heads) triples trained
-here on CirCor from different seeds, whose probabilities are averaged.
+here on CirCor from different seeds, whose probabilities are averaged. Where the weights folder holds a
+Whisper feature reader (assistant/murmur/whisper_features.py), the features it reads come from it instead
+of the heads.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from assistant.murmur.cycle_features import CycleConfig, cycle_vector
 from assistant.murmur.encoders import CNNConfig, CNNEncoder, Encoder
 from assistant.murmur.heads import TOKENS, FeatureHeads, HeadConfig, MultiSiteHead
 from assistant.murmur.melspec import LogMel
+from assistant.murmur.whisper_features import READER_DIR, WhisperFeatureReader
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 WEIGHTS_NAME = "murmur.safetensors"
@@ -214,6 +217,7 @@ class MurmurModel(torch.nn.Module):
         self.heads = torch.nn.ModuleList(MultiSiteHead(config.head) for _ in range(config.members))
         self.features = torch.nn.ModuleList(FeatureHeads(config.feature_dim, config.feature_hidden)
                                             for _ in range(config.members))
+        self.feature_reader: WhisperFeatureReader | None = None
         if config.uses_cycles:
             # Standardisation of the cycle vectors (all but the final 'cycles found' flag), from training data.
             self.register_buffer("cycle_mean", torch.zeros(config.cycle.dim - 1))
@@ -254,6 +258,7 @@ class MurmurModel(torch.nn.Module):
         if missing or unexpected:
             raise ModelFileError(f"{w_path}: does not match {cfg_path.name} (missing {missing[:3]}, "
                                  f"unexpected {unexpected[:3]})")
+        model.feature_reader = WhisperFeatureReader.load(folder / READER_DIR)
         return model.eval()
 
     # ---- inference ---------------------------------------------------------------------------------
@@ -292,9 +297,11 @@ class MurmurModel(torch.nn.Module):
     @torch.inference_mode()
     def predict_from_embeddings(self, patient_id: str, embeddings: list[torch.Tensor], sites: list[str | None],
                                 names: list[str], warnings: list[str],
-                                cycles: list[torch.Tensor] | None = None, features: bool = True) -> PatientPrediction:
+                                cycles: list[torch.Tensor] | None = None, features: bool = True,
+                                reader_vectors: list[np.ndarray] | None = None) -> PatientPrediction:
         """`embeddings`: each recording's `embed`; `cycles`: its `cycle_features`, needed when the feature
-        heads read them. `features=False`: the murmur call alone (no feature heads, so no cycles needed)."""
+        heads read them; `reader_vectors`: its `feature_reader.vector`, without which the heads read every
+        feature. `features=False`: the murmur call alone (no feature heads, so no cycles needed)."""
         if not embeddings:
             return self._no_recordings(patient_id, warnings)
         tokens, mask = site_tokens(embeddings, sites)  # (S, E, D)
@@ -322,19 +329,24 @@ class MurmurModel(torch.nn.Module):
             cycle_tokens, _ = site_tokens(cycles, sites)
             both = self.config.feature_input == "both"
             feature_tokens = [torch.cat([x, cycle_tokens], -1) if both else cycle_tokens for x in member_tokens]
-        features = self._features(feature_tokens, mask, murmur == "Present")
+        read = self.feature_reader.read(reader_vectors) if self.feature_reader and reader_vectors else {}
+        features = self._features(feature_tokens, mask, murmur == "Present", read)
         return PatientPrediction(patient_id, murmur, probs, recordings, features, warnings)
 
-    def _features(self, tokens: list[torch.Tensor], mask: torch.Tensor, present: bool) -> dict[str, FeaturePrediction]:
+    def _features(self, tokens: list[torch.Tensor], mask: torch.Tensor, present: bool,
+                  read: dict[str, dict[str, float]]) -> dict[str, FeaturePrediction]:
+        """The heads' features, those in `read` (the Whisper reader's probabilities) taken from there."""
         outs = [heads(x[None], mask[None]) for heads, x in zip(self.features, tokens)]
         logits = {name: ensemble_logits(torch.stack([o[name][0] for o in outs])) for name in outs[0]}
         p_diastolic = float(logits["diastolic"].softmax(-1)[1])
         result = {}
         for name, vocab in FEATURES.items():
-            p = logits[name].softmax(-1).tolist()
-            probs = {v: float(x) for v, x in zip(vocab, p)}
+            if name in read:
+                probs, n = read[name], int(self.feature_reader.config.n_train.get(name, 0))
+            else:
+                probs = {v: float(x) for v, x in zip(vocab, logits[name].softmax(-1).tolist())}
+                n = int(self.config.n_train.get(name, 0))
             applies = present and (not name.startswith("diastolic") or p_diastolic >= self.config.diastolic_threshold)
-            n = int(self.config.n_train.get(name, 0))
             result[name] = FeaturePrediction(name, max(probs, key=probs.get) if applies else None, probs, n,
                                              n < self.config.min_train)
         return result
@@ -363,7 +375,7 @@ class MurmurModel(torch.nn.Module):
     def _predict(self, patient_id: str, items: list[tuple[str, str | None, Callable[[], Recording]]]
                  ) -> PatientPrediction:
         """Embed every usable recording (an unusable one becomes a warning) and run the heads."""
-        embeddings, cycles, sites, names, warnings = [], [], [], [], []
+        embeddings, cycles, vectors, sites, names, warnings = [], [], [], [], [], []
         for name, site, load in items:
             try:
                 rec = load()
@@ -372,7 +384,9 @@ class MurmurModel(torch.nn.Module):
                 continue
             embeddings.append(self.embed(rec))
             cycles.append(self.cycle_features(rec))
+            if self.feature_reader is not None:
+                vectors.append(self.feature_reader.vector(rec))
             sites.append(site)
             names.append(name)
         return self.predict_from_embeddings(patient_id, embeddings, sites, names, warnings,
-                                            cycles if self.config.uses_cycles else None)
+                                            cycles if self.config.uses_cycles else None, reader_vectors=vectors)

@@ -8,6 +8,10 @@ same architecture, larger) loads from that repository's `audio_tower.` weights a
 Whisper was trained on 30 s windows. We run it on the recording's own length instead (at most 30 s per
 window, longer recordings in consecutive windows), with the first L position encodings: a 20 s
 recording costs two thirds of a padded window, and the frames never attend to 10 s of padding.
+
+What a probe reads of a recording: the states of each depth averaged over consecutive 1 s blocks
+(`block_means`, 50 frames each), then the mean and standard deviation of those blocks (`pooled`). Any
+window's mean is a mean of blocks, so a probe can train on sub-window views without re-running the encoder.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from torch import nn
 
 from assistant.errors import MurmurScopeError
 from assistant.murmur.encoders import Encoder
+
+FRAMES_PER_BLOCK = 50  # one second of Whisper encoder frames
 
 
 class WhisperLoadError(MurmurScopeError):
@@ -105,6 +111,33 @@ class WhisperAudioEncoder(Encoder):
         return torch.cat(chunks, dim=1).float()
 
 
+@torch.inference_mode()
+def block_means(encoder: WhisperAudioEncoder, samples: np.ndarray) -> np.ndarray:
+    """(depths, seconds, dim) float16 for one recording at the encoder's rate, window by window (30 s each)."""
+    n = encoder.to_mel.config.window_samples
+    out = []
+    for s in range(0, len(samples), n):
+        chunk = samples[s : s + n]
+        if s > 0 and len(chunk) < encoder.to_mel.config.n_fft * 4:
+            break
+        states = torch.stack(encoder.hidden_states(encoder.to_mel(torch.from_numpy(chunk)[None])))[:, 0]
+        blocks = max(1, states.shape[1] // FRAMES_PER_BLOCK)
+        used = states[:, : blocks * FRAMES_PER_BLOCK] if states.shape[1] >= FRAMES_PER_BLOCK else states
+        out.append(used.reshape(states.shape[0], blocks, -1, states.shape[-1]).mean(2))
+    return torch.cat(out, 1).half().numpy()
+
+
+def centre_crop(samples: np.ndarray, n: int) -> np.ndarray:
+    start = max(0, (len(samples) - n) // 2)
+    return samples[start : start + n]
+
+
+def pooled(blocks: np.ndarray, depth: int, pooling: str) -> np.ndarray:
+    """(depths, seconds, dim) block means -> one depth's mean over time, or its mean and standard deviation."""
+    x = blocks[depth].astype(np.float32)
+    return np.concatenate([x.mean(0), x.std(0)]) if pooling == "meanstd" else x.mean(0)
+
+
 def _qwen2_audio_tower(model_id: str) -> nn.Module:
     """Only the `audio_tower.` tensors of a Qwen2-Audio checkpoint: the 7B language model is never loaded."""
     import json
@@ -126,8 +159,19 @@ def _qwen2_audio_tower(model_id: str) -> nn.Module:
     return tower
 
 
+def _encoder_only(folder: Path) -> bool:
+    """A folder `WhisperEncoder.save_pretrained` wrote (what ships, a quarter of the whole model's size)."""
+    import json
+
+    try:
+        return json.loads((folder / "config.json").read_text()).get("architectures") == ["WhisperEncoder"]
+    except ValueError:
+        return False
+
+
 def load_whisper(source: str | Path, dtype: torch.dtype = torch.float32) -> WhisperAudioEncoder:
-    """A converted folder (config.json + model.safetensors) or a hub id -> the encoder, in eval mode."""
+    """A converted folder (config.json + model.safetensors, the whole model or its encoder alone) or a hub id
+    -> the encoder, in eval mode."""
     from transformers import WhisperModel
 
     local = Path(source)
@@ -137,6 +181,10 @@ def load_whisper(source: str | Path, dtype: torch.dtype = torch.float32) -> Whis
     try:
         if not local.exists() and "qwen2-audio" in str(source).lower():
             encoder = _qwen2_audio_tower(str(source))
+        elif local.exists() and _encoder_only(local):
+            from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+            encoder = WhisperEncoder.from_pretrained(str(local), dtype=dtype)
         else:
             encoder = WhisperModel.from_pretrained(str(source), dtype=dtype).encoder
     except OSError as e:
