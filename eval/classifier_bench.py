@@ -76,13 +76,17 @@ def summarize(result: RunResult, predictor: ClassifierPredictor, seconds: float,
     """The benchmark's numbers, all read from the run's metrics (nothing is scored here)."""
     m = result.metrics["murmur"]
     n_train = predictor.model.config.n_train
+    reader = predictor.model.feature_reader
+    read = reader.config.features if reader is not None else ()
     features = {}
     # Absent only when some patient's recordings could not be read at all (run.errors names them).
     heads = result.metrics.get("features_head", {})
     for name in FEATURES if heads else ():
         f = heads[name]
         features[name] = {
-            "n_train": int(n_train.get(name, 0)), "n_val": f["n"], "majority": f["majority_baseline"]["label"],
+            "n_train": int((reader.config.n_train if name in read else n_train).get(name, 0)),
+            "source": "whisper reader" if name in read else "heads",
+            "n_val": f["n"], "majority": f["majority_baseline"]["label"],
             "accuracy": f["accuracy"]["value"], "accuracy_ci": f["accuracy"]["ci95"],
             "uar": f["uar"]["value"], "uar_ci": f["uar"]["ci95"],
             "majority_accuracy": f["majority_baseline"]["accuracy"], "majority_uar": f["majority_baseline"]["uar"],
@@ -94,6 +98,7 @@ def summarize(result: RunResult, predictor: ClassifierPredictor, seconds: float,
         "accuracy": m["accuracy"]["value"], "accuracy_ci": m["accuracy"]["ci95"],
         "recall": m["recall"], "confusion": m["confusion"],
         "features": features,
+        "reader_patients": reader.config.training.get("patients") if reader is not None else None,
         "seconds_per_patient": seconds, "timed_patient": timed.patient_id,
         "timed_recordings": min(4, len(timed.recordings)), "timing_runs": max(1, config.timing_runs),
         "threads": config.threads,

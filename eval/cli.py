@@ -214,12 +214,17 @@ def classifier(config: ClassifierBenchConfig) -> None:
     t.add_row("seconds / patient (4 x 20 s)", f"{r['seconds_per_patient']:.3f}", "", f"<= 1 ({r['threads']} threads)")
     console.print(t)
     f = Table(title="murmur features (truly Present validation patients)")
-    for col in ("feature", "n train", "n val", "accuracy", "UAR", "UAR 95% CI", "majority UAR", "majority acc"):
+    for col in ("feature", "from", "n train", "n val", "accuracy", "UAR", "UAR 95% CI", "majority UAR",
+                "majority acc"):
         f.add_column(col)
     for name, s in r["features"].items():
-        f.add_row(name, str(s["n_train"]), str(s["n_val"]), f"{s['accuracy']:.3f}", f"{s['uar']:.3f}",
+        f.add_row(name, s["source"], str(s["n_train"]), str(s["n_val"]), f"{s['accuracy']:.3f}", f"{s['uar']:.3f}",
                   ci(s["uar_ci"]), f"{s['majority_uar']:.3f}", f"{s['majority_accuracy']:.3f}")
     console.print(f)
+    if r["reader_patients"]:
+        console.print(f"the Whisper reader was trained on {r['reader_patients']} patients, these included for the "
+                      "shipped one, so its rows may be in-sample here; its estimate is the 5-fold CV "
+                      "(`eval classifier-cv`, docs/classifier.md)")
     console.print(f"confusion matrix: {escape(str(out_dir / 'confusion_murmur.png'))}; numbers: "
                   f"{escape(str(out_dir / 'classifier_bench.json'))}; "
                   f"full report: {escape(str(out_dir / 'report.md'))}")

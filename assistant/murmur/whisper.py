@@ -80,10 +80,10 @@ class WhisperAudioEncoder(Encoder):
         self.dim = int(encoder.config.d_model)
         self.max_frames = int(encoder.config.max_source_positions) * 2  # mel frames per window
 
-    def hidden_states(self, mel: torch.Tensor) -> list[torch.Tensor]:
+    def hidden_states(self, mel: torch.Tensor, layers: int | None = None) -> list[torch.Tensor]:
         """(B, n_mels, F) Whisper log-mel, F <= 3000 -> the states after the convolutions and after each layer,
         (B, ceil(F / 2), dim) each, the last one through the final layer norm: `WhisperEncoder.forward` without
-        its demand for exactly 3000 frames."""
+        its demand for exactly 3000 frames. `layers`: stop after that many (no final norm unless all run)."""
         e = self.encoder
         if mel.shape[-1] > self.max_frames:
             raise ValueError(f"{mel.shape[-1]} mel frames; one Whisper window holds at most {self.max_frames}")
@@ -92,10 +92,11 @@ class WhisperAudioEncoder(Encoder):
         h = x + e.embed_positions.weight[: x.shape[1]]
         h = nn.functional.dropout(h, p=e.config.dropout, training=self.training)
         states = [h]
-        for layer in e.layers:
+        for layer in e.layers[:layers]:
             h = layer(h, None)
             states.append(h)
-        states[-1] = e.layer_norm(h)
+        if len(states) == len(e.layers) + 1:
+            states[-1] = e.layer_norm(h)
         return states
 
     def frames_from_mel(self, mel: torch.Tensor) -> torch.Tensor:
@@ -112,15 +113,16 @@ class WhisperAudioEncoder(Encoder):
 
 
 @torch.inference_mode()
-def block_means(encoder: WhisperAudioEncoder, samples: np.ndarray) -> np.ndarray:
-    """(depths, seconds, dim) float16 for one recording at the encoder's rate, window by window (30 s each)."""
+def block_means(encoder: WhisperAudioEncoder, samples: np.ndarray, layers: int | None = None) -> np.ndarray:
+    """(depths, seconds, dim) float16 for one recording at the encoder's rate, window by window (30 s each);
+    `layers`: only the depths up to that many layers (a probe of the middle need not run the rest)."""
     n = encoder.to_mel.config.window_samples
     out = []
     for s in range(0, len(samples), n):
         chunk = samples[s : s + n]
         if s > 0 and len(chunk) < encoder.to_mel.config.n_fft * 4:
             break
-        states = torch.stack(encoder.hidden_states(encoder.to_mel(torch.from_numpy(chunk)[None])))[:, 0]
+        states = torch.stack(encoder.hidden_states(encoder.to_mel(torch.from_numpy(chunk)[None]), layers))[:, 0]
         blocks = max(1, states.shape[1] // FRAMES_PER_BLOCK)
         used = states[:, : blocks * FRAMES_PER_BLOCK] if states.shape[1] >= FRAMES_PER_BLOCK else states
         out.append(used.reshape(states.shape[0], blocks, -1, states.shape[-1]).mean(2))

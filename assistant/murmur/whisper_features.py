@@ -102,7 +102,9 @@ class WhisperFeatureReader:
         """One recording -> the probes' input."""
         rec = recording.resampled(self.config.band_rate).resampled(self.encoder.rate)
         samples = centre_crop(rec.samples.astype(np.float32), int(self.config.seconds * self.encoder.rate))
-        return pooled(block_means(self.encoder, np.ascontiguousarray(samples)), self.config.depth, self.config.pooling)
+        depth = self.config.depth
+        blocks = block_means(self.encoder, np.ascontiguousarray(samples), depth if depth >= 0 else None)
+        return pooled(blocks, depth, self.config.pooling)
 
     def read(self, vectors: list[np.ndarray]) -> dict[str, dict[str, float]]:
         """One patient's recording vectors -> feature -> label -> probability."""
