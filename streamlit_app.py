@@ -111,7 +111,8 @@ def show_findings() -> None:
     plt.close(fig)
     rows = [{"feature": name.replace("_", " "), "value": ft.label,
              "probability": round(ft.probabilities.get(ft.label, 0.0), 2) if ft.label else None,
-             "confidence": "low" if ft.low_confidence else "ok"} for name, ft in f.features.items() if ft.label]
+             "confidence": "low" if ft.low_confidence else "ok", "read by": ft.source}
+            for name, ft in f.features.items() if ft.label]
     if f.murmur == "Present" and rows:
         right.markdown("**Murmur features**")
         right.dataframe(rows, hide_index=True)

@@ -21,6 +21,7 @@ from assistant.data.circor import Patient
 from assistant.data.labels import FEATURES
 from assistant.errors import MurmurScopeError
 from assistant.murmur.model import Decision
+from assistant.murmur.whisper_features import READER_SOURCE
 from eval.metrics import BOOTSTRAP_SEED
 from eval.predictors import ClassifierPredictor
 from eval.runner import RunConfig, RunResult
@@ -85,7 +86,7 @@ def summarize(result: RunResult, predictor: ClassifierPredictor, seconds: float,
         f = heads[name]
         features[name] = {
             "n_train": int((reader.config.n_train if name in read else n_train).get(name, 0)),
-            "source": "whisper reader" if name in read else "heads",
+            "source": READER_SOURCE if name in read else "heads",
             "n_val": f["n"], "majority": f["majority_baseline"]["label"],
             "accuracy": f["accuracy"]["value"], "accuracy_ci": f["accuracy"]["ci95"],
             "uar": f["uar"]["value"], "uar_ci": f["uar"]["ci95"],

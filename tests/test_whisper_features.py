@@ -26,6 +26,7 @@ from assistant.murmur.whisper import load_whisper
 from assistant.murmur.whisper_features import (
     PROBES_NAME,
     READER_DIR,
+    READER_SOURCE,
     FeatureReaderError,
     ReaderConfig,
     WhisperFeatureReader,
@@ -132,19 +133,21 @@ def test_the_murmur_model_takes_the_readers_features_and_its_heads_the_rest(read
     for name in FEATURES:
         if name in CHOSEN:
             assert pred.features[name].probabilities == expected[name]
-            assert pred.features[name].n_train == 40
+            assert pred.features[name].n_train == 40 and pred.features[name].source == READER_SOURCE
             assert pred.features[name].probabilities != plain.features[name].probabilities
         else:
             assert pred.features[name] == plain.features[name]
 
 
-def test_a_shipped_feature_reader_is_beside_the_shipped_murmur_model():
+def test_a_shipped_feature_reader_is_beside_the_shipped_murmur_model(analyzer):
     model = MurmurModel.load()
     r = model.feature_reader
     assert r is not None and set(r.features) == set(CHOSEN) and r.config.depth == 2
     assert r.encoder.dim == 384 and len(r.encoder.encoder.layers) == 4  # Whisper tiny.en, fine-tuned
     assert all(n >= 100 for n in r.config.n_train.values())
     assert r.config.training["patients"] == 611
+    findings = analyzer.analyze(_recordings(), patient_id="1")  # what the API, the app and the reports show
+    assert {n for n, f in findings.features.items() if f.source == READER_SOURCE} == set(CHOSEN)
 
 
 @pytest.mark.slow

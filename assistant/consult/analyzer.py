@@ -171,7 +171,7 @@ class Analyzer:
             signal_quality=round(sum(r.segmentation.quality for r in found) / len(found), 3),
             recordings=found,
             features={name: FeatureFinding(label=None if gated else f.label, probabilities=_rounded(f.probabilities),
-                                           low_confidence=f.low_confidence, n_train=f.n_train)
+                                           low_confidence=f.low_confidence, n_train=f.n_train, source=f.source)
                       for name, f in prediction.features.items()},
             warnings=warnings,
             no_heart=no_heart,

@@ -47,6 +47,8 @@ class FeatureFinding(BaseModel):
     probabilities: dict[str, float]
     low_confidence: bool
     n_train: int
+    source: str = Field(default="heads", description="Which model read it: 'heads' (the murmur model's own) or "
+                                                     "'whisper-reader' (the fine-tuned Whisper encoder's probes).")
 
 
 class FamiliarityFinding(BaseModel):

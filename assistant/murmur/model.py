@@ -26,7 +26,7 @@ from assistant.murmur.cycle_features import CycleConfig, cycle_vector
 from assistant.murmur.encoders import CNNConfig, CNNEncoder, Encoder
 from assistant.murmur.heads import TOKENS, FeatureHeads, HeadConfig, MultiSiteHead
 from assistant.murmur.melspec import LogMel
-from assistant.murmur.whisper_features import READER_DIR, WhisperFeatureReader
+from assistant.murmur.whisper_features import READER_DIR, READER_SOURCE, WhisperFeatureReader
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 WEIGHTS_NAME = "murmur.safetensors"
@@ -52,6 +52,7 @@ class FeaturePrediction:
     probabilities: dict[str, float]
     n_train: int
     low_confidence: bool
+    source: str = "heads"  # which model read it: the murmur model's own heads, or READER_SOURCE
 
 
 @dataclass(frozen=True)
@@ -342,13 +343,13 @@ class MurmurModel(torch.nn.Module):
         result = {}
         for name, vocab in FEATURES.items():
             if name in read:
-                probs, n = read[name], int(self.feature_reader.config.n_train.get(name, 0))
+                probs, n, source = read[name], int(self.feature_reader.config.n_train.get(name, 0)), READER_SOURCE
             else:
                 probs = {v: float(x) for v, x in zip(vocab, logits[name].softmax(-1).tolist())}
-                n = int(self.config.n_train.get(name, 0))
+                n, source = int(self.config.n_train.get(name, 0)), "heads"
             applies = present and (not name.startswith("diastolic") or p_diastolic >= self.config.diastolic_threshold)
             result[name] = FeaturePrediction(name, max(probs, key=probs.get) if applies else None, probs, n,
-                                             n < self.config.min_train)
+                                             n < self.config.min_train, source)
         return result
 
     def _no_recordings(self, patient_id: str, warnings: list[str]) -> PatientPrediction:

@@ -29,6 +29,7 @@ READER_DIR = "whisper-features"  # beside murmur.safetensors
 PROBES_NAME = "probes.safetensors"
 READER_CONFIG = "reader.json"
 RECORDING = "recording"  # the recording probe's name among the probes
+READER_SOURCE = "whisper-reader"  # a feature's `source` when read here
 ARRAYS = ("mean", "scale", "coef", "intercept", "classes")
 
 
