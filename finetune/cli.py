@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from finetune.segmenter import SegmenterTrainConfig
     from finetune.sft import AudioSFTConfig
     from finetune.tiny_model import TinyModelConfig
-    from finetune.whisper_features import WhisperFeaturesTrainConfig
+    from finetune.whisper_features import WhisperFeaturesTrainConfig, WhisperFTConfig
 
 app = typer.Typer(help="Train the segmenter, the murmur models and the audio-LLM.", no_args_is_help=True)
 
@@ -177,3 +177,18 @@ def whisper_features(config: WhisperFeaturesTrainConfig) -> None:
     t = reader.config.training
     typer.echo(f"wrote {config.out}: {', '.join(reader.config.features)} from {t['recordings']} recordings of "
                f"{t['patients']} patients (fine-tuning {t['fine_tuning']['minutes']:.1f} min)")
+
+
+@app.command("whisper-ft", cls=ConfigCommand)
+@from_config(config="finetune.whisper_features:WhisperFTConfig", yaml=True)
+def whisper_ft(config: WhisperFTConfig) -> None:
+    """Fine-tune the whole Whisper encoder on CirCor's murmur recording labels (seed 002's FT); the folder
+    loads wherever the pretrained one does (e.g. as the audio-LLM's tower: `finetune tiny-model --audio-encoder`)."""
+    import json
+
+    from finetune.whisper_features import fine_tune_whisper
+
+    out = fine_tune_whisper(config)
+    log = json.loads((out / "adapt.json").read_text())
+    typer.echo(f"wrote {out}: {log['recordings']} recordings of {log['patients']} patients ({config.patients}), "
+               f"{log['steps']} steps, {log['minutes']:.1f} min")

@@ -26,6 +26,45 @@ from finetune.whisper_adapt import FTConfig, adapt, fine_tune, load_waveforms
 
 # The features whose CV readout beat the CNN's heads (docs/classifier.md, "Selection and what ships").
 CHOSEN = ("systolic_timing", "systolic_shape", "systolic_pitch", "systolic_quality")
+SIDES = ("all", "train")
+
+
+@dataclass
+class WhisperFTConfig:
+    circor_root: Path = field(metadata={"help": "Labelled CirCor folder (e.g. ../shared/circor-dev)."})
+    out: Path = field(metadata={"help": "New folder for the fine-tuned Whisper (loads wherever the base does)."})
+    whisper: Path = field(default=Path("build/whisper-tiny.en"), metadata={
+        "help": "Pretrained Whisper folder to fine-tune (`finetune convert-whisper`)."})
+    patients: str = field(default="all", metadata={
+        "help": "all, or train: the project split's training side only (for a model evaluated on its "
+                "validation side, such as the audio-LLM's tower)."})
+    ft: FTConfig = field(default_factory=lambda: FTConfig(threads=2))
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def __post_init__(self) -> None:
+        if self.patients not in SIDES:
+            raise MurmurScopeError(f"--patients must be one of {', '.join(SIDES)}, not {self.patients!r}")
+
+
+def labelled_patients(circor_root: Path, side: str = "all") -> list[Patient]:
+    from assistant.data.split import split_patients
+
+    patients = [p for p in read_folder(circor_root) if p.labels is not None]
+    if not patients:
+        raise MurmurScopeError(f"{circor_root}: no labelled patients")
+    if side == "train":
+        train = set(split_patients(patients).train)
+        patients = [p for p in patients if p.patient_id in train]
+    return patients
+
+
+def fine_tune_whisper(config: WhisperFTConfig) -> Path:
+    """Seed 002's FT on the murmur recording labels, whole encoder (the `ft-whole` recipe's encoder)."""
+    if (config.out / "config.json").exists():
+        raise MurmurScopeError(f"{config.out}: already holds a model; choose another --out")
+    patients = labelled_patients(config.circor_root, config.patients)
+    return fine_tune_patients(config.whisper, config.out, patients, config.ft, config.progress,
+                              side=config.patients)
 
 
 @dataclass
@@ -77,9 +116,7 @@ def train(config: WhisperFeaturesTrainConfig) -> WhisperFeatureReader:
     if (config.out / "reader.json").exists():
         raise MurmurScopeError(f"{config.out}: already holds a feature reader; choose another --out")
     started = time.perf_counter()
-    patients = [p for p in read_folder(config.circor_root) if p.labels is not None]
-    if not patients:
-        raise MurmurScopeError(f"{config.circor_root}: no labelled patients")
+    patients = labelled_patients(config.circor_root)
     tuned = fine_tune_patients(config.whisper, config.work_dir / f"ft-whole-{len(patients)}p", patients, config.ft,
                                config.progress)
     # The shipped float16 weights are what the probes must be fitted on.

@@ -179,3 +179,25 @@ def test_training_command_writes_a_reader_the_murmur_model_loads(small_whisper, 
     (tmp_path / "aside").rename(out)
     again = CliRunner().invoke(app, args)  # `murmurscope` turns this error into one line and exit 2
     assert isinstance(again.exception, MurmurScopeError) and "already holds a feature reader" in str(again.exception)
+
+
+@pytest.mark.slow
+def test_fine_tuning_on_the_training_side_leaves_the_validation_patients_out(small_whisper, tmp_path):
+    import json
+
+    from assistant.data.split import split_patients
+    from finetune.whisper_features import labelled_patients
+
+    root = tmp_path / "circor"
+    write_circor_folder(root, n_patients=16, seed=5, duration=4.0)
+    out = tmp_path / "tower"
+    args = ["finetune", "whisper-ft", "--circor-root", str(root), "--out", str(out), "--whisper", str(small_whisper),
+            "--patients", "train", "--ft-epochs", "1", "--ft-batch-size", "4", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    train = labelled_patients(root, "train")
+    assert {p.patient_id for p in train} == set(split_patients(read_folder(root)).train)
+    assert json.loads((out / "adapt.json").read_text())["patients"] == len(train) < 16
+    assert load_whisper(out).dim == 64  # loads as the pretrained one does (the audio-LLM's tower, say)
+    bad = CliRunner().invoke(app, [*args[:-1], "--patients", "val"])
+    assert isinstance(bad.exception, MurmurScopeError) and "--patients must be one of" in str(bad.exception)
