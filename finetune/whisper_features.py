@@ -74,6 +74,9 @@ class WhisperFeaturesTrainConfig:
                                         "assistant/murmur/weights/whisper-features)."})
     whisper: Path = field(default=Path("build/whisper-tiny.en"), metadata={
         "help": "Pretrained Whisper folder to fine-tune (`finetune convert-whisper`)."})
+    patients: str = field(default="all", metadata={
+        "help": "all (what ships), or train: the project split's training side only, to check the reader on the "
+                "validation side."})
     features: tuple[str, ...] = field(default=CHOSEN, metadata={"help": "Features to read (comma-separated)."})
     seconds: float = field(default=6.0, metadata={"help": "Centre of each recording the probes read (s)."})
     depth: int = field(default=2, metadata={"help": "Encoder depth the probes read (0: after the convolutions)."})
@@ -89,6 +92,8 @@ class WhisperFeaturesTrainConfig:
             raise MurmurScopeError(f"--features: {', '.join(unknown)} (choose among the systolic features)")
         if self.seconds <= 0:
             raise MurmurScopeError(f"--seconds must be positive, not {self.seconds}")
+        if self.patients not in SIDES:
+            raise MurmurScopeError(f"--patients must be one of {', '.join(SIDES)}, not {self.patients!r}")
 
 
 def fine_tune_patients(base: Path, out: Path, patients: list[Patient], ft: FTConfig, progress: bool = True,
@@ -116,9 +121,9 @@ def train(config: WhisperFeaturesTrainConfig) -> WhisperFeatureReader:
     if (config.out / "reader.json").exists():
         raise MurmurScopeError(f"{config.out}: already holds a feature reader; choose another --out")
     started = time.perf_counter()
-    patients = labelled_patients(config.circor_root)
-    tuned = fine_tune_patients(config.whisper, config.work_dir / f"ft-whole-{len(patients)}p", patients, config.ft,
-                               config.progress)
+    patients = labelled_patients(config.circor_root, config.patients)
+    tuned = fine_tune_patients(config.whisper, config.work_dir / f"ft-whole-{config.patients}-{len(patients)}p",
+                               patients, config.ft, config.progress, side=config.patients)
     # The shipped float16 weights are what the probes must be fitted on.
     config.out.mkdir(parents=True, exist_ok=True)
     load_whisper(tuned).encoder.half().save_pretrained(config.out)
@@ -137,7 +142,7 @@ def train(config: WhisperFeaturesTrainConfig) -> WhisperFeatureReader:
     ft_log = json.loads((tuned / "adapt.json").read_text())
     reader_config = ReaderConfig(
         features=tuple(config.features), seconds=config.seconds, depth=config.depth, n_train=n_train,
-        training={"recipe": "whisper-ft-whole (eval classifier-cv), all patients", "patients": len(seen),
+        training={"recipe": f"whisper-ft-whole (eval classifier-cv), {config.patients} patients", "patients": len(seen),
                   "recordings": len(rec.y), "probe": asdict(probe), "fine_tuning": ft_log,
                   "minutes": (time.perf_counter() - started) / 60})
     reader = WhisperFeatureReader(load_whisper(config.out), export(models.recording, len(MURMUR_CLASSES)),
