@@ -1,9 +1,12 @@
-"""Train the shipped Whisper feature reader (assistant/murmur/whisper_features.py) on every labelled patient.
+"""Seed 002's fine-tuning (FT) of the Whisper encoder on CirCor's murmur labels, and the feature reader
+(assistant/murmur/whisper_features.py) read out of it.
 
-The recipe is the one the 5-fold CV chose for these features (`eval classifier-cv --recipe whisper-ft-whole`,
-readout `d2`, C = 0.01, centre 6 s; docs/classifier.md): fine-tune the whole encoder on the recording labels
-of all the patients, then fit the recording probe, its inner out-of-fold P(Present) and the feature probes
-on all of them, exactly as each fold did on its training patients (`eval.cv_probe.fit_fold`).
+`finetune whisper-ft` fine-tunes the whole encoder on the recording labels of every labelled patient, or of
+the project split's training side. `finetune whisper-features` trains the reader with the recipe the 5-fold
+CV chose for its features (`eval classifier-cv --recipe whisper-ft-whole`, readout `d2`, C = 0.01, centre
+6 s; docs/classifier.md): that FT, then the recording probe, its inner out-of-fold P(Present) and the
+feature probes fitted on the same patients, exactly as each fold did on its training side
+(`eval.cv_probe.fit_fold`). What ships is trained on all 611 patients.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 
 from assistant.data.circor import Patient, read_folder
 from assistant.data.labels import FEATURES, MURMUR_CLASSES
+from assistant.data.split import split_patients
 from assistant.errors import MurmurScopeError
 from assistant.murmur.whisper import load_whisper
 from assistant.murmur.whisper_features import LinearProbe, ReaderConfig, WhisperFeatureReader
@@ -47,8 +51,6 @@ class WhisperFTConfig:
 
 
 def labelled_patients(circor_root: Path, side: str = "all") -> list[Patient]:
-    from assistant.data.split import split_patients
-
     patients = [p for p in read_folder(circor_root) if p.labels is not None]
     if not patients:
         raise MurmurScopeError(f"{circor_root}: no labelled patients")
