@@ -27,8 +27,7 @@ from assistant.errors import MurmurScopeError
 from eval.cross_validation import CVConfig, fold_indices
 from eval.cv_probe import ProbeConfig, candidate_probes, gather, probe_fold
 from eval.cv_whisper import whisper_embeddings
-from finetune.whisper_adapt import CPConfig, FTConfig, adapt, continue_pretraining, load_waveforms
-from finetune.whisper_features import fine_tune_patients
+from finetune.whisper_adapt import CPConfig, FTConfig, adapt, continue_pretraining, fine_tune_patients, load_waveforms
 
 VARIANTS = ("ft", "ft-whole", "cp-in-lp", "cp-all-lp", "cp-in-ft", "cp-all-ft", "cp-in-ft-whole", "cp-all-ft-whole")
 

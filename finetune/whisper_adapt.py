@@ -25,9 +25,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from assistant.data.circor import RecordingRef
+from assistant.data.circor import Patient, RecordingRef
+from assistant.data.labels import MURMUR_CLASSES
 from assistant.errors import ConfigError, MurmurScopeError
 from assistant.murmur.whisper import WhisperAudioEncoder, load_whisper
+from eval.cv_probe import recording_label
 
 
 @dataclass
@@ -220,3 +222,18 @@ def adapt(base: Path, out: Path, train: Callable[[WhisperAudioEncoder], dict], c
     log.update(config=asdict(config), base=str(base), minutes=(time.perf_counter() - started) / 60)
     out.parent.mkdir(parents=True, exist_ok=True)
     return save_encoder(encoder, base, out, log)
+
+
+def fine_tune_patients(base: Path, out: Path, patients: list[Patient], ft: FTConfig, progress: bool = True,
+                       desc: str = "FT audio", **info) -> Path:
+    """`base` fine-tuned on the recording labels of `patients` (FT, whole encoder), saved at `out`; reused there."""
+    refs = [(r, p) for p in patients for r in p.recordings]
+
+    def run(encoder):
+        waves, kept = load_waveforms([r for r, _ in refs], encoder.rate, progress, desc=desc)
+        by_name = {r.name: p for r, p in refs}
+        labels = np.array([recording_label(by_name[r.name], r.site) for r in kept])
+        log = fine_tune(encoder, waves, labels, len(MURMUR_CLASSES), ft, progress)
+        return {**log, "patients": len(patients), **info}
+
+    return adapt(base, out, run, ft)

@@ -24,9 +24,9 @@ from assistant.data.split import split_patients
 from assistant.errors import MurmurScopeError
 from assistant.murmur.whisper import load_whisper
 from assistant.murmur.whisper_features import LinearProbe, ReaderConfig, WhisperFeatureReader
-from eval.cv_probe import ProbeConfig, feature_truth_of, fit_fold, gather, recording_label
+from eval.cv_probe import ProbeConfig, feature_truth_of, fit_fold, gather
 from eval.cv_whisper import whisper_embeddings
-from finetune.whisper_adapt import FTConfig, adapt, fine_tune, load_waveforms
+from finetune.whisper_adapt import FTConfig, fine_tune_patients
 
 # The features whose CV readout beat the CNN's heads (docs/classifier.md, "Selection and what ships").
 CHOSEN = ("systolic_timing", "systolic_shape", "systolic_pitch", "systolic_quality")
@@ -96,21 +96,6 @@ class WhisperFeaturesTrainConfig:
             raise MurmurScopeError(f"--seconds must be positive, not {self.seconds}")
         if self.patients not in SIDES:
             raise MurmurScopeError(f"--patients must be one of {', '.join(SIDES)}, not {self.patients!r}")
-
-
-def fine_tune_patients(base: Path, out: Path, patients: list[Patient], ft: FTConfig, progress: bool = True,
-                       desc: str = "FT audio", **info) -> Path:
-    """`base` fine-tuned on the recording labels of `patients` (FT, whole encoder), saved at `out`; reused there."""
-    refs = [(r, p) for p in patients for r in p.recordings]
-
-    def run(encoder):
-        waves, kept = load_waveforms([r for r, _ in refs], encoder.rate, progress, desc=desc)
-        by_name = {r.name: p for r, p in refs}
-        labels = np.array([recording_label(by_name[r.name], r.site) for r in kept])
-        log = fine_tune(encoder, waves, labels, len(MURMUR_CLASSES), ft, progress)
-        return {**log, "patients": len(patients), **info}
-
-    return adapt(base, out, run, ft)
 
 
 def export(pipeline, size: int) -> LinearProbe:

@@ -14,6 +14,7 @@ standardised multinomial logistic regressions (finetune/whisper_features.py fits
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -120,8 +121,8 @@ class WhisperFeatureReader:
         from safetensors.numpy import save_file
 
         folder.mkdir(parents=True, exist_ok=True)
-        self.encoder.encoder.half().save_pretrained(folder)  # float16 halves the file; `load` computes in float32
-        self.encoder.encoder.float()
+        # float16 halves the file (`load` computes in float32); a copy, so the caller's encoder stays as it is.
+        copy.deepcopy(self.encoder.encoder).half().save_pretrained(folder)
         arrays = self.recording.arrays(RECORDING)
         for name, probe in self.features.items():
             arrays.update(probe.arrays(name))
