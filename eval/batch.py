@@ -6,7 +6,7 @@ sends (`assistant.llm.client.chat_messages`: system prompt, question phrasing), 
 same 16 kHz 16-bit WAV of the same length, is written once per recording to `FILE.audio/` and referenced as an
 `audio_url` file:// URL rather than inlined 12 times as base64; run vLLM with
 `--allowed-local-media-path` pointing at that folder. `--batch-in FILE` reads `vllm run-batch`'s output,
-parses each reply with `assistant.llm.prompts.parse_answer`, votes per patient exactly as the live
+reads each reply as the live client does (`AudioLLMAnswer.from_choice`), votes per patient exactly as the live
 predictor does, and scores the result as an ordinary run (cache, report and all).
 """
 
@@ -34,7 +34,7 @@ class BatchFileError(MurmurScopeError):
 
 def request_lines(patients: list[Patient], model: str, audio_dir: Path, progress: bool = True):
     """Yield (custom_id, request) for every question on every recording, writing each WAV once."""
-    from assistant.llm.client import DEFAULT_AUDIO_SECONDS, chat_messages
+    from assistant.llm.client import ANSWER_REQUEST, DEFAULT_AUDIO_SECONDS, chat_messages
     from assistant.llm.prompts import QUESTION_FEATURES, question
 
     for patient in tqdm(patients, desc="batch requests", unit="patient", disable=not progress):
@@ -51,8 +51,7 @@ def request_lines(patients: list[Patient], model: str, audio_dir: Path, progress
                         part.update({"type": "audio_url", "audio_url": {"url": wav.resolve().as_uri()}})
                 custom_id = SEP.join((patient.patient_id, ref.name, feature))
                 yield custom_id, {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
-                                  "body": {"model": model, "messages": messages, "temperature": 0.0,
-                                           "max_tokens": 32}}
+                                  "body": {"model": model, "messages": messages, **ANSWER_REQUEST}}
 
 
 def write_batch(config: RunConfig, path: Path) -> str:
@@ -76,8 +75,8 @@ def write_batch(config: RunConfig, path: Path) -> str:
             f"then: murmurscope eval run ... --predictor audio-llm --batch-in OUTPUT.jsonl --out DIR")
 
 
-def read_batch_output(path: Path) -> dict[str, str]:
-    """custom_id -> reply text; a failed request's reply is empty (it parses as unparseable)."""
+def read_batch_output(path: Path) -> dict[str, dict]:
+    """custom_id -> the reply's chat-completion choice; a failed request's is empty (it parses as unparseable)."""
     if not path.is_file():
         raise BatchFileError(f"{path}: no such batch output file")
     replies = {}
@@ -90,11 +89,11 @@ def read_batch_output(path: Path) -> dict[str, str]:
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise BatchFileError(f"{path}:{k}: not a vLLM batch output line ({e})") from e
         response = row.get("response") or {}
-        reply = ""
+        reply = {}
         if response.get("status_code") == 200 and not row.get("error"):
             try:
-                reply = response["body"]["choices"][0]["message"]["content"] or ""
-            except (KeyError, IndexError, TypeError):
+                reply = dict(response["body"]["choices"][0])
+            except (KeyError, IndexError, TypeError, ValueError):
                 pass
         replies[custom_id] = reply
     return replies
@@ -113,19 +112,23 @@ class BatchReplies:
         return {"predictor": "audio-llm", "batch_output_sha256": hashlib.sha256(self.path.read_bytes()).hexdigest()}
 
     def predict(self, patient: Patient) -> PatientOutput:
+        from assistant.llm.client import AudioLLMAnswer
         from assistant.llm.opinion import combine
-        from assistant.llm.prompts import QUESTION_FEATURES, parse_answer
+        from assistant.llm.prompts import QUESTION_FEATURES, question
 
-        labels: dict[str, list[str]] = {}
+        per_recording: list[dict[str, AudioLLMAnswer]] = []
         answers: dict[str, list[str]] = {}
         for ref in patient.recordings:
+            recording_answers = {}
             for feature in QUESTION_FEATURES:
-                raw = self.replies.get(SEP.join((patient.patient_id, ref.name, feature)))
-                if raw is None:
+                choice = self.replies.get(SEP.join((patient.patient_id, ref.name, feature)))
+                if choice is None:
                     continue  # not in the batch: no answer
-                labels.setdefault(feature, []).append(parse_answer(feature, raw))
-                answers.setdefault(feature, []).append(raw)
-        murmur, features = combine(labels)
+                a = AudioLLMAnswer.from_choice(feature, question(feature), choice)
+                recording_answers[feature] = a
+                answers.setdefault(feature, []).append(a.raw)
+            per_recording.append(recording_answers)
+        murmur, features = combine(per_recording)
         return PatientOutput(patient.patient_id, murmur, None, features, answers)
 
 

@@ -48,10 +48,10 @@ class AudioLLMPredictor:
         return {"predictor": "audio-llm", "model": self.config.model, "base_url": self.config.base_url}
 
     def predict(self, patient: Patient) -> PatientOutput:
-        from assistant.llm.opinion import ask_all, combine, labels_by_feature
+        from assistant.llm.opinion import ask_all, combine
 
         per_recording = ask_all([ref.load() for ref in patient.recordings], self.config)
-        murmur, features = combine(labels_by_feature(per_recording))
+        murmur, features = combine(per_recording)
         answers: dict[str, list[str]] = {}
         for recording_answers in per_recording:
             for feature, a in recording_answers.items():

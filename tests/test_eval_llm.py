@@ -6,7 +6,16 @@ import pytest
 
 from assistant.data.circor import read_folder
 from assistant.data.labels import FEATURES
+from assistant.llm.client import AudioLLMAnswer
 from assistant.llm.opinion import combine, vote
+from assistant.llm.prompts import first_token_probabilities, parse_answer
+
+
+def _answers(feature, *replies, probabilities=None):
+    """One recording per reply, each answering `feature` (with its first-token distribution when given)."""
+    probabilities = probabilities or [None] * len(replies)
+    return [{feature: AudioLLMAnswer(feature, "q", raw, parse_answer(feature, raw), p)}
+            for raw, p in zip(replies, probabilities)]
 
 
 def test_vote_ignores_unparseable_and_no_murmur_and_breaks_ties_by_vocabulary():
@@ -14,11 +23,37 @@ def test_vote_ignores_unparseable_and_no_murmur_and_breaks_ties_by_vocabulary():
     assert vote(["High", "unparseable", "High", "Low"], vocab) == "High"
     assert vote(["High", "Low"], vocab) == "Low"  # tie: the vocabulary's order
     assert vote(["nan", "unparseable"], vocab) is None
-    murmur, features = combine({"murmur": ["Absent", "Absent", "Present"], "systolic_pitch": ["nan"]})
+    murmur, features = combine(_answers("murmur", "Absent", "Absent", "Present")
+                               + _answers("systolic_pitch", "no systolic murmur"))
     # CirCor's rule: a murmur heard at any site makes the patient Present.
     assert murmur == "Present" and features["systolic_pitch"] is None
-    assert combine({"murmur": ["Absent", "Unknown", "Unknown"]})[0] == "Unknown"
-    assert combine({"murmur": ["unparseable"]})[0] is None
+    assert combine(_answers("murmur", "Absent", "Unknown", "Unknown"))[0] == "Unknown"
+    assert combine(_answers("murmur", "garbled"))[0] is None
+
+
+def test_feature_vote_weighs_each_recording_by_the_probability_it_gave_each_label():
+    # Greedy, both recordings say "no systolic murmur"; the model still preferred High over Low where it heard one.
+    quiet = {"nan": 0.9, "Low": 0.06, "Medium": 0.0, "High": 0.04}
+    loud = {"nan": 0.55, "Low": 0.05, "Medium": 0.0, "High": 0.4}
+    murmur, features = combine(_answers("systolic_pitch", "no systolic murmur", "no systolic murmur",
+                                        probabilities=[quiet, loud]))
+    assert features["systolic_pitch"] == "High"
+    # A recording without a distribution votes with its reply's label.
+    mixed = _answers("systolic_pitch", "Low", "no systolic murmur", probabilities=[None, loud])
+    assert combine(mixed)[1]["systolic_pitch"] == "Low"
+
+
+def test_first_token_probabilities_read_whole_word_tokens_only():
+    import math
+
+    lp = math.log
+    got = first_token_probabilities("systolic_grading", {"I": lp(0.5), "II": lp(0.2), "no": lp(0.25), "x": lp(0.05)})
+    assert got == pytest.approx({"I/VI": 0.5, "II/VI": 0.2, "III/VI": 0.0, "nan": 0.25})
+    presence = first_token_probabilities("murmur", {"Present": lp(0.3), "no": lp(0.2), "Absent": lp(0.4)})
+    assert presence == pytest.approx({"Present": 0.3, "Unknown": 0.0, "Absent": 0.6})
+    # A tokenizer that splits the labels into sub-words: nothing is read, rather than a wrong distribution.
+    assert first_token_probabilities("systolic_timing", {"H": lp(0.6), "E": lp(0.3)}) is None
+    assert first_token_probabilities("systolic_pitch", {"Lo": lp(0.9), "High": lp(0.05)}) is None
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +88,7 @@ def test_batch_round_trip(small_root, tmp_path):
     first = lines[0]
     assert first["method"] == "POST" and first["url"] == "/v1/chat/completions"
     assert first["body"]["model"] == "tiny" and first["body"]["messages"][0]["role"] == "system"
+    assert first["body"]["logprobs"] and first["body"]["top_logprobs"] >= 5
     audio = first["body"]["messages"][1]["content"][0]
     assert audio["type"] == "audio_url" and audio["audio_url"]["url"].startswith("file://")
     info = sf.info(audio["audio_url"]["url"][len("file://"):])
@@ -83,7 +119,7 @@ def test_batch_round_trip(small_root, tmp_path):
     assert partial.returncode == 2 and "5 of" in partial.stderr and "did not finish" in partial.stderr
     assert not (tmp_path / "partial").exists()
     replies.write_text("\n".join(out_lines) + "\n")
-    assert read_batch_output(replies)[lines[0]["custom_id"]] == ""
+    assert read_batch_output(replies)[lines[0]["custom_id"]] == {}
     r = _cli("eval", "run", *common, "--out", str(tmp_path / "scored"), "--batch-in", str(replies),
              "--bootstrap", "20")
     assert r.returncode == 0, r.stderr

@@ -305,6 +305,10 @@ def test_audio_llm_opinion_is_in_the_pdf_and_the_bundle(analysed):
 
 def test_audio_llm_without_a_valid_answer_or_without_an_opinion(analysed):
     findings, recordings = analysed
+    # Its features describe its own murmur: not shown beside an Absent call.
+    absent = _opinion(findings, "Absent", systolic_timing="Holosystolic")
+    assert {r.key: r.audio_llm for r in audio_llm_rows(absent)}["systolic_timing"] is None
+    assert "Holosystolic" not in audio_llm_markdown(absent)
     report = report_input(_opinion(findings, None), recordings, model_versions())
     pdf = report_pdf(report)
     assert f"murmur {findings.murmur} no valid answer" in " ".join(pdf_text(pdf).split())

@@ -80,14 +80,14 @@ class OpinionRow:
 
 
 def audio_llm_rows(f: Findings) -> list[OpinionRow]:
-    """The murmur call, then every feature the audio-LLM was asked; the classifier's feature only where it
-    describes one (a Present call), as its own findings do."""
+    """The murmur call, then every feature the audio-LLM was asked; each model's feature only where it
+    describes one (its own call is Present), as the classifier's findings do."""
     a = f.audio_llm
     rows = [OpinionRow(MURMUR_QUESTION, f.murmur, a.murmur)]
     for name, label in a.features.items():
         ft = f.features.get(name)
         ours = ft.label if ft is not None and ft.label and f.murmur == "Present" else "-"
-        rows.append(OpinionRow(name, ours, label))
+        rows.append(OpinionRow(name, ours, label if a.murmur == "Present" else None))
     return rows
 
 

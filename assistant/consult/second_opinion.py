@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from assistant.consult.findings import AudioLLMFinding, Findings
 from assistant.data.audio import Recording
 from assistant.llm.client import AudioLLMConfig, AudioLLMError
-from assistant.llm.opinion import ask_all, combine, labels_by_feature
+from assistant.llm.opinion import ask_all, combine
 
 
 def audio_llm_finding(recordings: Sequence[Recording], ids: Sequence[str], config: AudioLLMConfig) -> AudioLLMFinding:
@@ -15,7 +15,7 @@ def audio_llm_finding(recordings: Sequence[Recording], ids: Sequence[str], confi
         per_recording = ask_all(recordings, config)
     except AudioLLMError as e:  # the classifier's findings stand without it
         return AudioLLMFinding(model=config.model, error=str(e))
-    murmur, features = combine(labels_by_feature(per_recording))
+    murmur, features = combine(per_recording)
     answers = {rid: {f: a.raw for f, a in rec.items()} for rid, rec in zip(ids, per_recording)}
     return AudioLLMFinding(model=config.model, murmur=murmur, features=features, answers=answers)
 

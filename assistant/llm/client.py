@@ -21,7 +21,7 @@ import soundfile as sf
 
 from assistant.data.audio import Recording
 from assistant.errors import MurmurScopeError
-from assistant.llm.prompts import SYSTEM_PROMPT, check_feature, parse_answer
+from assistant.llm.prompts import SYSTEM_PROMPT, check_feature, first_token_probabilities, parse_answer
 from assistant.llm.prompts import question as feature_question
 
 AUDIO_RATE = 16_000
@@ -79,6 +79,22 @@ class AudioLLMAnswer:
     question: str
     raw: str
     label: str  # a CirCor label of `feature`, "nan" for "no such murmur", or "unparseable"
+    # label -> the probability the model gave the answer, from its first token; None when it could not be read
+    probabilities: dict[str, float] | None = None
+
+    @classmethod
+    def from_choice(cls, feature: str, question: str, choice: dict) -> AudioLLMAnswer:
+        """The answer in one chat-completion choice (a JSON object, as served or as `vllm run-batch` writes it)."""
+        raw = (choice.get("message") or {}).get("content") or ""
+        content = (choice.get("logprobs") or {}).get("content") or []
+        top = {t["token"]: t["logprob"] for t in content[0].get("top_logprobs") or []} if content else {}
+        return cls(feature=feature, question=question, raw=raw, label=parse_answer(feature, raw),
+                   probabilities=first_token_probabilities(feature, top) if top else None)
+
+
+# Every question asked for a label: greedy, with the first token's distribution over the answers
+# (vLLM's default --max-logprobs is 20; the shipped model's answers are among its 640 tokens' top 20).
+ANSWER_REQUEST = {"temperature": 0.0, "max_tokens": 32, "logprobs": True, "top_logprobs": 20}
 
 
 def wav_base64(recording: Recording, seconds: float = MAX_AUDIO_SECONDS) -> str:
@@ -103,15 +119,13 @@ def chat_messages(recording: Recording, question: str, seconds: float = MAX_AUDI
     ]
 
 
-def ask(recording: Recording, question: str, config: AudioLLMConfig) -> str:
-    """The model's reply to a free-form `question` about `recording`."""
+def _complete(recording: Recording, question: str, config: AudioLLMConfig, request: dict) -> dict:
     import openai
 
     client = openai.OpenAI(base_url=config.base_url, api_key=config.api_key, timeout=config.timeout, max_retries=0)
     try:
         reply = client.chat.completions.create(
-            model=config.model, messages=chat_messages(recording, question, config.audio_seconds), temperature=0.0,
-            max_tokens=32)
+            model=config.model, messages=chat_messages(recording, question, config.audio_seconds), **request)
     # The message reaches the chat model and API replies: the endpoint and its own words go to the log only.
     except openai.APIStatusError as e:
         log.warning("audio-LLM at %s answered %d: %s", config.base_url, e.status_code, e.message)
@@ -119,12 +133,16 @@ def ask(recording: Recording, question: str, config: AudioLLMConfig) -> str:
     except openai.APIError as e:
         log.warning("audio-LLM at %s unreachable: %s", config.base_url, e)
         raise AudioLLMError(f"the audio-LLM could not be reached ({type(e).__name__})") from None
-    return reply.choices[0].message.content or ""
+    return reply.choices[0].model_dump()
+
+
+def ask(recording: Recording, question: str, config: AudioLLMConfig) -> str:
+    """The model's reply to a free-form `question` about `recording`."""
+    return _complete(recording, question, config, {"temperature": 0.0, "max_tokens": 32})["message"]["content"] or ""
 
 
 def ask_feature(recording: Recording, feature: str, config: AudioLLMConfig) -> AudioLLMAnswer:
     """Ask about one murmur feature ("murmur" for presence) and map the reply to a CirCor label."""
     check_feature(feature)
     q = feature_question(feature)
-    raw = ask(recording, q, config)
-    return AudioLLMAnswer(feature=feature, question=q, raw=raw, label=parse_answer(feature, raw))
+    return AudioLLMAnswer.from_choice(feature, q, _complete(recording, q, config, ANSWER_REQUEST))

@@ -3,14 +3,17 @@ one vote per patient: what the evaluation scores and what the findings show besi
 
 The model hears one recording per request and was trained on per-site answers (a patient's murmur is
 Present only at its locations), so the patient's murmur follows CirCor's own rule: Present when any
-recording is called Present; otherwise the vote of the other answers. Features are a plain vote; an
-answer that names no label of the vocabulary ("no systolic murmur", or unparseable) does not vote.
+recording's reply is Present; otherwise the vote of the other replies. A feature describes the patient's one
+murmur, so each recording's ballot is the probability its reply gave each label (`AudioLLMAnswer.probabilities`;
+the reply's own label when the server sent none): the share the model gave "no systolic murmur" votes for no
+label, so the recordings it hears the murmur in weigh the most, and a patient whose murmur the greedy replies
+never described still gets the label the model thought likeliest.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from assistant.data.audio import Recording
@@ -22,22 +25,37 @@ from assistant.llm.prompts import PRESENCE, QUESTION_FEATURES
 MAX_IN_FLIGHT = 8
 
 
+def tally(ballots: Iterable[dict[str, float]], vocabulary: tuple[str, ...]) -> str | None:
+    """The label of `vocabulary` with the most weight over the ballots (ties: the vocabulary's order); None when
+    no ballot gives any."""
+    total: Counter[str] = Counter()
+    for ballot in ballots:
+        total.update({label: w for label, w in ballot.items() if label in vocabulary})
+    if not any(w > 0 for w in total.values()):
+        return None
+    return max(vocabulary, key=lambda c: (total.get(c, 0.0), -vocabulary.index(c)))
+
+
 def vote(labels: Sequence[str], vocabulary: tuple[str, ...]) -> str | None:
     """The most frequent label of `vocabulary` (ties: the vocabulary's order); None when none is valid."""
-    counts = Counter(x for x in labels if x in vocabulary)
-    if not counts:
-        return None
-    return max(vocabulary, key=lambda c: (counts.get(c, 0), -vocabulary.index(c)))
+    return tally(({label: 1.0} for label in labels), vocabulary)
 
 
 def patient_murmur(labels: Sequence[str]) -> str | None:
     return "Present" if "Present" in labels else vote(labels, MURMUR_CLASSES)
 
 
-def combine(labels: dict[str, list[str]]) -> tuple[str | None, dict[str, str | None]]:
-    """(murmur, features) from the parsed answers of all the recordings, per question feature."""
-    return (patient_murmur(labels.get(PRESENCE, [])),
-            {name: vote(labels.get(name, []), vocab) for name, vocab in FEATURES.items()})
+def ballot(answer: AudioLLMAnswer) -> dict[str, float]:
+    return answer.probabilities if answer.probabilities is not None else {answer.label: 1.0}
+
+
+def combine(per_recording: Sequence[dict[str, AudioLLMAnswer]]) -> tuple[str | None, dict[str, str | None]]:
+    """(murmur, features) from each recording's answers, keyed by question feature."""
+    def answers(feature: str) -> list[AudioLLMAnswer]:
+        return [rec[feature] for rec in per_recording if feature in rec]
+
+    return (patient_murmur([a.label for a in answers(PRESENCE)]),
+            {name: tally(map(ballot, answers(name)), vocab) for name, vocab in FEATURES.items()})
 
 
 def ask_all(recordings: Sequence[Recording], config: AudioLLMConfig,
@@ -50,11 +68,3 @@ def ask_all(recordings: Sequence[Recording], config: AudioLLMConfig,
     for (i, f), a in zip(jobs, answers):
         out[i][f] = a
     return out
-
-
-def labels_by_feature(per_recording: Sequence[dict[str, AudioLLMAnswer]]) -> dict[str, list[str]]:
-    labels: dict[str, list[str]] = {}
-    for answers in per_recording:
-        for feature, a in answers.items():
-            labels.setdefault(feature, []).append(a.label)
-    return labels

@@ -12,6 +12,7 @@ maps those to `NO_MURMUR_LABEL` ("nan", CirCor's own spelling for an absent feat
 
 from __future__ import annotations
 
+import math
 import re
 
 from assistant.data.labels import FEATURES, MURMUR_CLASSES
@@ -156,3 +157,30 @@ def parse_answer(feature: str, raw: str) -> str:
     if m and (best is None or m.start() < best[0]):
         best = (m.start(), "Absent" if feature == PRESENCE else NO_MURMUR_LABEL)
     return best[1] if best else UNPARSEABLE
+
+
+def _starts_answer(token: str, answer: str) -> bool:
+    # The token must be the answer's whole first word: "I" starts I/VI, not II/VI.
+    return answer.startswith(token) and (len(answer) == len(token) or not answer[len(token)].isalnum())
+
+
+def first_token_probabilities(feature: str, top_logprobs: dict[str, float]) -> dict[str, float] | None:
+    """Each label's probability (and the no-murmur answer's, under its parsed label) read off the log-probabilities
+    of the reply's first token.
+
+    Trained answers are exactly a label, and in the shipped model's vocabulary every label of a question starts
+    with its own whole-word token ("Early" for Early-systolic, "no" for "no systolic murmur"), so the first
+    token's distribution is the distribution over answers. A tokenizer that splits the labels otherwise (a token
+    that starts two answers, or the answers' tokens holding under half the probability) gives None.
+    """
+    answers = {label: label for label in vocabulary(feature)}
+    answers[no_murmur_answer(feature)] = "Absent" if feature == PRESENCE else NO_MURMUR_LABEL
+    probabilities = dict.fromkeys(answers.values(), 0.0)
+    for token, logprob in top_logprobs.items():
+        token = token.strip()
+        hits = {label for answer, label in answers.items() if token and _starts_answer(token, answer)}
+        if len(hits) > 1:
+            return None
+        if hits:
+            probabilities[hits.pop()] += math.exp(logprob)
+    return probabilities if sum(probabilities.values()) >= 0.5 else None
