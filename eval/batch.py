@@ -128,7 +128,7 @@ class BatchReplies:
                 recording_answers[feature] = a
                 answers.setdefault(feature, []).append(a.raw)
             per_recording.append(recording_answers)
-        murmur, features = combine(per_recording)
+        murmur, features = combine(per_recording, [ref.site for ref in patient.recordings])
         return PatientOutput(patient.patient_id, murmur, None, features, answers)
 
 

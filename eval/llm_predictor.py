@@ -51,7 +51,7 @@ class AudioLLMPredictor:
         from assistant.llm.opinion import ask_all, combine
 
         per_recording = ask_all([ref.load() for ref in patient.recordings], self.config)
-        murmur, features = combine(per_recording)
+        murmur, features = combine(per_recording, [ref.site for ref in patient.recordings])
         answers: dict[str, list[str]] = {}
         for recording_answers in per_recording:
             for feature, a in recording_answers.items():

@@ -43,6 +43,22 @@ def test_feature_vote_weighs_each_recording_by_the_probability_it_gave_each_labe
     assert combine(mixed)[1]["systolic_pitch"] == "Low"
 
 
+def test_most_audible_location_is_the_site_the_model_is_surest_of_the_murmur():
+    def presence(p):
+        return {"Present": p, "Unknown": 0.0, "Absent": 1.0 - p}
+
+    murmur = _answers("murmur", "Absent", "Present", "Present", probabilities=[presence(0.2), presence(0.6),
+                                                                               presence(0.9)])
+    asked = _answers("most_audible_location", "PV", "PV", "PV")
+    per_recording = [{**m, **a} for m, a in zip(murmur, asked)]
+    # The third recording has no known site; the replies to "where is it loudest?" (PV) are overruled.
+    assert combine(per_recording, ["AV", "MV", None])[1]["most_audible_location"] == "MV"
+    # Without sites, or without distributions, the replies are voted.
+    assert combine(per_recording)[1]["most_audible_location"] == "PV"
+    greedy = [{**m, **a} for m, a in zip(_answers("murmur", "Absent", "Present", "Present"), asked)]
+    assert combine(greedy, ["AV", "MV", "TV"])[1]["most_audible_location"] == "PV"
+
+
 def test_first_token_probabilities_read_whole_word_tokens_only():
     import math
 

@@ -15,7 +15,7 @@ def audio_llm_finding(recordings: Sequence[Recording], ids: Sequence[str], confi
         per_recording = ask_all(recordings, config)
     except AudioLLMError as e:  # the classifier's findings stand without it
         return AudioLLMFinding(model=config.model, error=str(e))
-    murmur, features = combine(per_recording)
+    murmur, features = combine(per_recording, [r.site for r in recordings])
     answers = {rid: {f: a.raw for f, a in rec.items()} for rid, rec in zip(ids, per_recording)}
     return AudioLLMFinding(model=config.model, murmur=murmur, features=features, answers=answers)
 

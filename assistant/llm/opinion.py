@@ -7,7 +7,8 @@ recording's reply is Present; otherwise the vote of the other replies. A feature
 murmur, so each recording's ballot is the probability its reply gave each label (`AudioLLMAnswer.probabilities`;
 the reply's own label when the server sent none): the share the model gave "no systolic murmur" votes for no
 label, so the recordings it hears the murmur in weigh the most, and a patient whose murmur the greedy replies
-never described still gets the label the model thought likeliest.
+never described still gets the label the model thought likeliest. The most audible location is the site where
+the model is surest of the murmur (`surest_site`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from assistant.data.labels import FEATURES, MURMUR_CLASSES
 from assistant.llm.client import AudioLLMAnswer, AudioLLMConfig, ask_feature
 from assistant.llm.prompts import PRESENCE, QUESTION_FEATURES
 
+LOCATION = "most_audible_location"
 # vLLM batches concurrent requests; more in flight than this only queue on a CPU server.
 MAX_IN_FLIGHT = 8
 
@@ -49,13 +51,30 @@ def ballot(answer: AudioLLMAnswer) -> dict[str, float]:
     return answer.probabilities if answer.probabilities is not None else {answer.label: 1.0}
 
 
-def combine(per_recording: Sequence[dict[str, AudioLLMAnswer]]) -> tuple[str | None, dict[str, str | None]]:
-    """(murmur, features) from each recording's answers, keyed by question feature."""
+def surest_site(per_recording: Sequence[dict[str, AudioLLMAnswer]], sites: Sequence[str | None]) -> str | None:
+    """The site of the recording whose murmur reply gave Present the most probability; None when no recording
+    has both a site of the location vocabulary and a distribution.
+
+    The model hears one recording at a time, so asked where the murmur is loudest it can only guess from that
+    one site (the shipped model answers PV, the commonest training answer, almost always); comparing its
+    murmur replies across the sites is how the patient's most audible location is found by listening.
+    """
+    vocab = FEATURES[LOCATION]
+    scored = [(answers[PRESENCE].probabilities["Present"], site) for answers, site in zip(per_recording, sites)
+              if site in vocab and PRESENCE in answers and answers[PRESENCE].probabilities is not None]
+    return max(scored, key=lambda x: (x[0], -vocab.index(x[1])))[1] if scored else None
+
+
+def combine(per_recording: Sequence[dict[str, AudioLLMAnswer]],
+            sites: Sequence[str | None] | None = None) -> tuple[str | None, dict[str, str | None]]:
+    """(murmur, features) from each recording's answers, keyed by question feature; `sites` are the recordings'
+    auscultation sites, where known."""
     def answers(feature: str) -> list[AudioLLMAnswer]:
         return [rec[feature] for rec in per_recording if feature in rec]
 
-    return (patient_murmur([a.label for a in answers(PRESENCE)]),
-            {name: tally(map(ballot, answers(name)), vocab) for name, vocab in FEATURES.items()})
+    features = {name: tally(map(ballot, answers(name)), vocab) for name, vocab in FEATURES.items()}
+    features[LOCATION] = surest_site(per_recording, sites or [None] * len(per_recording)) or features[LOCATION]
+    return patient_murmur([a.label for a in answers(PRESENCE)]), features
 
 
 def ask_all(recordings: Sequence[Recording], config: AudioLLMConfig,
