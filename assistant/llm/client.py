@@ -92,9 +92,10 @@ class AudioLLMAnswer:
                    probabilities=first_token_probabilities(feature, top) if top else None)
 
 
-# Every question asked for a label: greedy, with the first token's distribution over the answers
-# (vLLM's default --max-logprobs is 20; the shipped model's answers are among its 640 tokens' top 20).
-ANSWER_REQUEST = {"temperature": 0.0, "max_tokens": 32, "logprobs": True, "top_logprobs": 20}
+REPLY_REQUEST = {"temperature": 0.0, "max_tokens": 32}
+# A question asked for a label also returns the first token's distribution over the answers (vLLM's default
+# --max-logprobs is 20; the shipped model's answers are among its 640 tokens' top 20).
+ANSWER_REQUEST = {**REPLY_REQUEST, "logprobs": True, "top_logprobs": 20}
 
 
 def wav_base64(recording: Recording, seconds: float = MAX_AUDIO_SECONDS) -> str:
@@ -138,7 +139,7 @@ def _complete(recording: Recording, question: str, config: AudioLLMConfig, reque
 
 def ask(recording: Recording, question: str, config: AudioLLMConfig) -> str:
     """The model's reply to a free-form `question` about `recording`."""
-    return _complete(recording, question, config, {"temperature": 0.0, "max_tokens": 32})["message"]["content"] or ""
+    return _complete(recording, question, config, REPLY_REQUEST)["message"]["content"] or ""
 
 
 def ask_feature(recording: Recording, feature: str, config: AudioLLMConfig) -> AudioLLMAnswer:
