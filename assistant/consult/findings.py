@@ -95,8 +95,8 @@ class AudioLLMFinding(BaseModel):
     murmur: str | None = Field(default=None, description="Present when any recording was called Present, "
                                                          "else the vote of the answers; None without a valid one.")
     features: dict[str, str | None] = Field(default_factory=dict, description=(
-        "Each feature's label, voted by the probability each recording's reply gave it; shown when the murmur "
-        "is Present."))
+        "Each feature's label, voted by the probability each recording's reply gave it (the most audible location: "
+        "the site where it is surest of the murmur); reports show them beside its own Present call."))
     answers: dict[str, dict[str, str]] = Field(default_factory=dict,
                                                description="Recording id -> question feature -> raw reply.")
     error: str | None = Field(default=None, description="Why there are no answers (server unreachable ...).")
